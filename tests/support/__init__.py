@@ -1,0 +1,1 @@
+"""Helpers the tests share: free ports, temp dirs, starting and stopping processes."""
