@@ -1,0 +1,726 @@
+"""SIP requests and responses (RFC 3261 §7, §20, §25): parse, inspect, build, serialize.
+
+Sans-IO. Parsing is eager only for what framing needs (the start line and where each header
+begins) and lazy for header values: a typed accessor parses its header on first access and
+caches the result until that header changes. `validate_request` / `validate_response` parse
+the headers every transaction needs, so that a malformed message is refused with a 400 whose
+reason names the fault before it reaches a transaction (RFC 3261 §16.3, §8.2, RFC 4475).
+
+Bytes that are not UTF-8 survive a round trip (surrogateescape), so a message can be relayed
+unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from app.sip.errors import ParseError
+from app.sip.headers import (
+    KNOWN_NAMES,
+    MULTI_VALUE,
+    CSeq,
+    ParamValue,
+    RAck,
+    Via,
+    canonical_name,
+    split_commas,
+)
+from app.sip.uri import AbsoluteUri, NameAddr, SipUri, Uri, is_token, parse_uri
+
+SIP_VERSION = "SIP/2.0"
+_ENC = "utf-8"
+_ERR = "surrogateescape"
+
+# Default limits; the transports pass their configured ones.
+MAX_MESSAGE_SIZE = 65535
+MAX_HEADERS = 256
+
+REASON_PHRASES = {
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
+    183: "Session Progress", 200: "OK", 202: "Accepted", 204: "No Notification",
+    300: "Multiple Choices", 301: "Moved Permanently", 302: "Moved Temporarily",
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 406: "Not Acceptable", 407: "Proxy Authentication Required",
+    408: "Request Timeout", 410: "Gone", 413: "Request Entity Too Large",
+    415: "Unsupported Media Type", 416: "Unsupported URI Scheme", 420: "Bad Extension",
+    421: "Extension Required", 422: "Session Interval Too Small", 423: "Interval Too Brief",
+    480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected", 483: "Too Many Hops", 484: "Address Incomplete", 485: "Ambiguous",
+    486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here",
+    489: "Bad Event", 491: "Request Pending", 493: "Undecipherable",
+    500: "Server Internal Error", 501: "Not Implemented", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Server Time-out", 505: "Version Not Supported",
+    513: "Message Too Large", 580: "Precondition Failure", 600: "Busy Everywhere",
+    603: "Decline", 604: "Does Not Exist Anywhere", 606: "Not Acceptable",
+}
+
+
+class Message:
+    """Common part of requests and responses: an ordered header list and a body."""
+
+    __slots__ = ("_cache", "body", "headers")
+
+    def __init__(self, headers: list[tuple[str, str]] | None = None, body: bytes = b"") -> None:
+        # (canonical name, raw value) in wire order; names of unknown headers keep their case.
+        self.headers: list[tuple[str, str]] = headers if headers is not None else []
+        self.body = body
+        self._cache: dict[str, Any] = {}
+
+    # -- raw access -------------------------------------------------------------------------
+
+    def get(self, name: str) -> str | None:
+        """The first value of a header, as written (a list header's whole first line)."""
+        name = canonical_name(name)
+        if name in KNOWN_NAMES:
+            # Known headers are always stored under their canonical spelling.
+            for hname, value in self.headers:
+                if hname == name:
+                    return value
+            return None
+        lower = name.lower()
+        for hname, value in self.headers:
+            if hname.lower() == lower:
+                return value
+        return None
+
+    def get_lines(self, name: str) -> list[str]:
+        """Every header line of that name, unsplit."""
+        name = canonical_name(name)
+        if name in KNOWN_NAMES:
+            return [v for n, v in self.headers if n == name]
+        lower = name.lower()
+        return [v for n, v in self.headers if n.lower() == lower]
+
+    def values(self, name: str) -> list[str]:
+        """Every value of a header, list headers split at commas (RFC 3261 §7.3.1)."""
+        name = canonical_name(name)
+        lines = self.get_lines(name)
+        if name not in MULTI_VALUE:
+            return [v.strip() for v in lines]
+        out: list[str] = []
+        for line in lines:
+            for part in split_commas(line):
+                if not part:
+                    raise ParseError(f"Empty value in {name} header")
+                out.append(part)
+        return out
+
+    def has(self, name: str) -> bool:
+        return self.get(name) is not None
+
+    def set(self, name: str, value: str | object) -> None:
+        """Replace every line of the header with one value (kept where the first one was)."""
+        name = canonical_name(name)
+        text = str(value)
+        lower = name.lower()
+        out: list[tuple[str, str]] = []
+        placed = False
+        for hname, hvalue in self.headers:
+            if hname.lower() == lower:
+                if not placed:
+                    out.append((name, text))
+                    placed = True
+            else:
+                out.append((hname, hvalue))
+        if not placed:
+            out.append((name, text))
+        self.headers = out
+        self._cache.clear()
+
+    def add(self, name: str, value: str | object, *, first: bool = False) -> None:
+        """Add a header line; `first` puts it above the other lines of the same name
+        (a new Via or Record-Route goes on top, RFC 3261 §16.6)."""
+        name = canonical_name(name)
+        if first:
+            lower = name.lower()
+            for i, (hname, _) in enumerate(self.headers):
+                if hname.lower() == lower:
+                    self.headers.insert(i, (name, str(value)))
+                    break
+            else:
+                self.headers.append((name, str(value)))
+        else:
+            self.headers.append((name, str(value)))
+        self._cache.clear()
+
+    def remove(self, name: str) -> None:
+        lower = canonical_name(name).lower()
+        self.headers = [(n, v) for n, v in self.headers if n.lower() != lower]
+        self._cache.clear()
+
+    def remove_first_value(self, name: str) -> None:
+        """Pop the topmost value of a list header (a Via, a Route), keeping the rest."""
+        name = canonical_name(name)
+        lower = name.lower()
+        for i, (hname, value) in enumerate(self.headers):
+            if hname.lower() == lower:
+                parts = split_commas(value)
+                if len(parts) > 1:
+                    self.headers[i] = (hname, ", ".join(parts[1:]))
+                else:
+                    del self.headers[i]
+                break
+        self._cache.clear()
+
+    # -- typed access (parsed once, cached) -------------------------------------------------
+
+    def _cached(self, key: str, build: Any) -> Any:
+        try:
+            return self._cache[key]
+        except KeyError:
+            value = build()
+            self._cache[key] = value
+            return value
+
+    def _single(self, name: str) -> str:
+        lines = self.get_lines(name)
+        if not lines:
+            raise ParseError(f"Missing {name} header")
+        if len(lines) > 1:
+            raise ParseError(f"Multiple {name} headers")
+        return lines[0].strip()
+
+    def _name_addr(self, name: str) -> NameAddr:
+        return self._cached(name, lambda: NameAddr.parse(self._single(name)))  # type: ignore[no-any-return]
+
+    def _name_addrs(self, name: str) -> list[NameAddr]:
+        return self._cached(  # type: ignore[no-any-return]
+            name, lambda: [NameAddr.parse(v) for v in self.values(name)]
+        )
+
+    def _optional_name_addr(self, name: str) -> NameAddr | None:
+        return self._name_addr(name) if self.has(name) else None
+
+    @property
+    def vias(self) -> list[Via]:
+        return self._cached("Via", lambda: [Via.parse(v) for v in self.values("Via")])  # type: ignore[no-any-return]
+
+    @property
+    def top_via(self) -> Via:
+        vias = self.vias
+        if not vias:
+            raise ParseError("Missing Via header")
+        return vias[0]
+
+    @property
+    def from_(self) -> NameAddr:
+        return self._name_addr("From")
+
+    @property
+    def to(self) -> NameAddr:
+        return self._name_addr("To")
+
+    @property
+    def call_id(self) -> str:
+        return self._cached("Call-ID", lambda: self._single("Call-ID"))  # type: ignore[no-any-return]
+
+    @property
+    def cseq(self) -> CSeq:
+        return self._cached("CSeq", lambda: CSeq.parse(self._single("CSeq")))  # type: ignore[no-any-return]
+
+    @property
+    def contacts(self) -> list[NameAddr]:
+        if any(v.strip() == "*" for v in self.get_lines("Contact")):
+            return []  # RFC 3261 §10.2.2 wildcard, REGISTER only
+        return self._name_addrs("Contact")
+
+    @property
+    def contact(self) -> NameAddr | None:
+        contacts = self.contacts
+        return contacts[0] if contacts else None
+
+    @property
+    def routes(self) -> list[NameAddr]:
+        return self._name_addrs("Route")
+
+    @property
+    def record_routes(self) -> list[NameAddr]:
+        return self._name_addrs("Record-Route")
+
+    @property
+    def path(self) -> list[NameAddr]:
+        return self._name_addrs("Path")
+
+    @property
+    def service_routes(self) -> list[NameAddr]:
+        return self._name_addrs("Service-Route")
+
+    @property
+    def p_asserted_identities(self) -> list[NameAddr]:
+        return self._name_addrs("P-Asserted-Identity")
+
+    @property
+    def p_preferred_identities(self) -> list[NameAddr]:
+        return self._name_addrs("P-Preferred-Identity")
+
+    @property
+    def refer_to(self) -> NameAddr | None:
+        return self._optional_name_addr("Refer-To")
+
+    @property
+    def referred_by(self) -> NameAddr | None:
+        return self._optional_name_addr("Referred-By")
+
+    @property
+    def max_forwards(self) -> int | None:
+        value = self.get("Max-Forwards")
+        if value is None:
+            return None
+        value = value.strip()
+        if not value.isdigit():
+            raise ParseError("Bad Max-Forwards")
+        # RFC 4475 §3.1.2.4: an overlarge value may be treated as the maximum.
+        return min(int(value), 255)
+
+    def _tokens(self, name: str) -> set[str]:
+        return {v.lower() for v in self.values(name) if v}
+
+    @property
+    def require(self) -> set[str]:
+        return self._tokens("Require")
+
+    @property
+    def proxy_require(self) -> set[str]:
+        return self._tokens("Proxy-Require")
+
+    @property
+    def supported(self) -> set[str]:
+        return self._tokens("Supported")
+
+    @property
+    def allow(self) -> set[str]:
+        return {v.upper() for v in self.values("Allow") if v}
+
+    @property
+    def allow_events(self) -> set[str]:
+        return self._tokens("Allow-Events")
+
+    def _int(self, name: str) -> int | None:
+        value = self.get(name)
+        if value is None:
+            return None
+        value = value.strip()
+        if not value.isdigit():
+            raise ParseError(f"Bad {name} value")
+        return int(value)
+
+    @property
+    def rseq(self) -> int | None:
+        return self._int("RSeq")
+
+    @property
+    def rack(self) -> RAck | None:
+        value = self.get("RAck")
+        return None if value is None else RAck.parse(value)
+
+    @property
+    def expires(self) -> int | None:
+        value = self.get("Expires")
+        if value is None:
+            return None
+        value = value.strip()
+        if not value.isdigit():
+            raise ParseError("Bad Expires value")
+        return min(int(value), 2**32 - 1)
+
+    def _param_value(self, name: str) -> ParamValue | None:
+        value = self.get(name)
+        return None if value is None else ParamValue.parse(value)
+
+    @property
+    def event(self) -> ParamValue | None:
+        return self._param_value("Event")
+
+    @property
+    def subscription_state(self) -> ParamValue | None:
+        return self._param_value("Subscription-State")
+
+    @property
+    def session_expires(self) -> ParamValue | None:
+        return self._param_value("Session-Expires")
+
+    @property
+    def content_type(self) -> str | None:
+        value = self._param_value("Content-Type")
+        return None if value is None else value.value.lower()
+
+    @property
+    def content_length(self) -> int | None:
+        return self._int("Content-Length")
+
+    # -- serialization ----------------------------------------------------------------------
+
+    def _start_line(self) -> str:
+        raise NotImplementedError
+
+    def __bytes__(self) -> bytes:
+        # Content-Length always states the real body length (RFC 3261 §18.3, §20.14).
+        length = str(len(self.body))
+        parts = [self._start_line(), "\r\n"]
+        wrote_length = False
+        for name, value in self.headers:
+            if name == "Content-Length":
+                if wrote_length:
+                    continue
+                value = length
+                wrote_length = True
+            parts += (name, ": ", value, "\r\n")
+        if not wrote_length:
+            parts += ("Content-Length: ", length, "\r\n")
+        parts.append("\r\n")
+        head = "".join(parts).encode(_ENC, _ERR)
+        return head + self.body if self.body else head
+
+    def __str__(self) -> str:
+        return bytes(self).decode(_ENC, "replace")
+
+
+class Request(Message):
+    __slots__ = ("method", "uri_text", "version")
+
+    def __init__(
+        self,
+        method: str,
+        uri: str | Uri,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        version: str = SIP_VERSION,
+    ) -> None:
+        super().__init__(headers, body)
+        self.method = method
+        self.version = version
+        if isinstance(uri, str):
+            self.uri_text = uri
+        else:
+            self.uri_text = str(uri)
+            self._cache["@uri"] = uri
+
+    @property
+    def uri(self) -> Uri:
+        return self._cached("@uri", lambda: parse_uri(self.uri_text))  # type: ignore[no-any-return]
+
+    @uri.setter
+    def uri(self, value: Uri) -> None:
+        self.uri_text = str(value)
+        self._cache["@uri"] = value
+
+    @property
+    def sip_uri(self) -> SipUri:
+        uri = self.uri
+        if not isinstance(uri, SipUri):
+            raise ParseError(f"Not a SIP URI: {uri}", status=416)
+        return uri
+
+    def _start_line(self) -> str:
+        return f"{self.method} {self.uri_text} {self.version}"
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri_text}>"
+
+
+class Response(Message):
+    __slots__ = ("reason", "status", "version")
+
+    def __init__(
+        self,
+        status: int,
+        reason: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        version: str = SIP_VERSION,
+    ) -> None:
+        super().__init__(headers, body)
+        self.status = status
+        self.reason = REASON_PHRASES.get(status, "") if reason is None else reason
+        self.version = version
+
+    def _start_line(self) -> str:
+        return f"{self.version} {self.status} {self.reason}"
+
+    @property
+    def is_provisional(self) -> bool:
+        return self.status < 200
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status < 300
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}>"
+
+
+# -- parsing --------------------------------------------------------------------------------
+
+
+def _split_head(data: bytes, stream: bool) -> tuple[bytes, bytes, bytes] | None:
+    """(head, separator, rest) at the first empty line; None when it is not there yet."""
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:
+        return data[:end], b"\r\n\r\n", data[end + 4 :]
+    end = data.find(b"\n\n")  # bare LF line ends: tolerated (RFC 3261 §7 says CRLF)
+    if end >= 0:
+        return data[:end], b"\n\n", data[end + 2 :]
+    if stream:
+        return None
+    # A datagram ends the message: a missing blank line ends the headers (RFC 4475 §3.1.2.15).
+    head = data.rstrip(b"\r\n")
+    return head, b"", b""
+
+
+def parse_head(head: bytes) -> Request | Response:
+    """Parse the start line and header section (no body)."""
+    text = head.decode(_ENC, _ERR)
+    lines = text.split("\r\n") if "\r\n" in text else text.split("\n")
+    start = lines[0]
+    msg: Request | Response
+    if start[:4].upper() == "SIP/":
+        msg = _parse_status_line(start)
+    else:
+        msg = _parse_request_line(start)
+    headers = msg.headers
+    if len(lines) > MAX_HEADERS + 1:
+        raise ParseError("Too many header lines", status=400)
+    for line in lines[1:]:
+        if not line:
+            continue
+        if line[0] in " \t":
+            # RFC 3261 §7.3.1: a line starting with whitespace continues the previous value.
+            if not headers:
+                raise ParseError("Continuation line before any header")
+            name, value = headers[-1]
+            headers[-1] = (name, value + " " + line.strip())
+            continue
+        raw_name, colon, value = line.partition(":")
+        name = _NAME_CACHE.get(raw_name)
+        if name is None:
+            name = _check_header_name(raw_name, colon)
+        headers.append((name, value.strip()))
+    return msg
+
+
+# Raw header name -> canonical name, for names already seen valid: most messages reuse the
+# same few spellings, so the token check and case folding run once per spelling.
+_NAME_CACHE: dict[str, str] = {}
+_NAME_CACHE_MAX = 4096
+
+
+def _check_header_name(raw_name: str, colon: str) -> str:
+    if not colon:
+        raise ParseError(f"Header line without a colon: {raw_name[:40]!r}")
+    stripped = raw_name.rstrip()
+    if not is_token(stripped):
+        raise ParseError(f"Bad header name {stripped[:40]!r}")
+    name = canonical_name(stripped)
+    if len(_NAME_CACHE) < _NAME_CACHE_MAX:
+        _NAME_CACHE[raw_name] = name
+    return name
+
+
+def _parse_request_line(line: str) -> Request:
+    # RFC 3261 §25.1: Method SP Request-URI SP SIP-Version, single spaces (RFC 4475 §3.1.2.9-11).
+    parts = line.split(" ")
+    if len(parts) != 3:
+        raise ParseError("Malformed request line")
+    method, uri, version = parts
+    if not is_token(method):
+        raise ParseError(f"Bad method {method[:40]!r}")
+    if version.upper() != SIP_VERSION:
+        if version.upper().startswith("SIP/"):
+            raise ParseError(f"Version {version} not supported", status=505)
+        raise ParseError("Malformed request line")
+    if not uri:
+        raise ParseError("Empty Request-URI")
+    return Request(method, uri, version=SIP_VERSION)
+
+
+def _parse_status_line(line: str) -> Response:
+    parts = line.split(" ", 2)
+    if len(parts) < 2:
+        raise ParseError("Malformed status line")
+    version, code = parts[0], parts[1]
+    if version.upper() != SIP_VERSION:
+        raise ParseError(f"Version {version} not supported", status=505)
+    # RFC 3261 §7.2: a three-digit code, 100-699 (RFC 4475 §3.1.2.17: drop anything else).
+    if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+        raise ParseError(f"Bad status code {code[:12]!r}")
+    return Response(int(code), parts[2] if len(parts) > 2 else "", version=SIP_VERSION)
+
+
+def _declared_length(msg: Message) -> int | None:
+    value: str | None = None
+    for name, line in msg.headers:
+        if name == "Content-Length":
+            if value is not None and line != value:
+                raise ParseError("Conflicting Content-Length values")  # RFC 4475 §3.4.8 mcl01
+            value = line
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise ParseError("Bad Content-Length")  # RFC 4475 §3.1.2.3: negative or not a number
+    return int(value)
+
+
+def parse_datagram(data: bytes) -> Request | Response:
+    """One message from one UDP datagram (RFC 3261 §18.3: bytes past Content-Length are
+    ignored; without Content-Length the body runs to the end of the datagram)."""
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise ParseError("Message too large", status=513)
+    if data[:1] in (b"\r", b"\n"):
+        data = data.lstrip(b"\r\n")  # keep-alive CRLFs before the start line (§7.5)
+    split = _split_head(data, stream=False)
+    assert split is not None
+    head, _, rest = split
+    msg = parse_head(head)
+    length = _declared_length(msg)
+    if length is None:
+        msg.body = rest
+    elif length > len(rest):
+        raise ParseError("Content-Length larger than the message")  # RFC 4475 §3.1.2.2
+    else:
+        msg.body = rest[:length]
+    return msg
+
+
+parse_message = parse_datagram
+
+
+class StreamFramer:
+    """Frames messages out of a byte stream (TCP) by Content-Length (RFC 3261 §18.3).
+
+    A framing error (bad or missing Content-Length, oversize) is unrecoverable on a stream:
+    `feed` raises and the transport closes the connection.
+    """
+
+    def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
+        self._buffer = bytearray()
+        self._max = max_size
+
+    def feed(self, data: bytes) -> Iterator[Request | Response]:
+        self._buffer += data
+        while True:
+            # CRLF keep-alives between messages (RFC 5626 §3.5.1) are skipped.
+            while self._buffer[:2] == b"\r\n":
+                del self._buffer[:2]
+            if not self._buffer:
+                return
+            buf = bytes(self._buffer)
+            split = _split_head(buf, stream=True)
+            if split is None:
+                if len(buf) > self._max:
+                    raise ParseError("Header section too large", status=513)
+                return
+            head, _, rest = split
+            msg = parse_head(head)
+            length = _declared_length(msg)
+            if length is None:
+                raise ParseError("Missing Content-Length on a stream transport")
+            if length > self._max:
+                raise ParseError("Message too large", status=513)
+            if len(rest) < length:
+                return  # RFC 4475 §3.1.2.2: wait for the rest of the body
+            msg.body = rest[:length]
+            consumed = len(buf) - len(rest) + length
+            del self._buffer[:consumed]
+            yield msg
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+
+# -- validation -----------------------------------------------------------------------------
+
+_UNIQUE_HEADERS = ("Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Type")
+
+
+def validate_message(msg: Message) -> None:
+    """Parse what every transaction relies on; ParseError (400 with a reason) otherwise."""
+    for name in _UNIQUE_HEADERS:
+        if len(msg.get_lines(name)) > 1:
+            raise ParseError(f"Multiple {name} headers")  # RFC 4475 §3.4.7 multi01
+    if not msg.vias:
+        raise ParseError("Missing Via header")
+    msg.from_  # noqa: B018  (parses and caches)
+    msg.to  # noqa: B018
+    if not msg.call_id:
+        raise ParseError("Empty Call-ID")
+    msg.cseq  # noqa: B018
+    msg.max_forwards  # noqa: B018
+    if msg.has("Contact"):
+        msg.contacts  # noqa: B018
+
+
+def validate_request(req: Request) -> None:
+    validate_message(req)
+    uri = req.uri
+    if isinstance(uri, SipUri) and uri.headers is not None:
+        # RFC 3261 §19.1.1: headers are not allowed in a Request-URI (RFC 4475 §3.1.2.12).
+        raise ParseError("Request-URI has headers")
+    if req.cseq.method != req.method:
+        raise ParseError("CSeq method does not match the request method")  # RFC 4475 mismatch01
+    if req.has("Record-Route"):
+        req.record_routes  # noqa: B018
+    if req.has("Route"):
+        req.routes  # noqa: B018
+
+
+def validate_response(resp: Response) -> None:
+    validate_message(resp)
+
+
+# -- building -------------------------------------------------------------------------------
+
+
+def make_response(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+) -> Response:
+    """A response to `request` (RFC 3261 §8.2.6.2): Via, From, To (+tag), Call-ID, CSeq copied;
+    Record-Route too for 18x/2xx to a dialog-creating request (§12.1.1)."""
+    out: list[tuple[str, str]] = []
+    for name, value in request.headers:
+        if name in ("Via", "From", "Call-ID", "CSeq"):
+            out.append((name, value))
+        elif name == "To":
+            if to_tag is not None and "tag" not in request.to.params:
+                value = f"{value};tag={to_tag}"
+            out.append((name, value))
+        elif name == "Record-Route" and 100 < status < 300:
+            out.append((name, value))
+    out.extend(headers)
+    resp = Response(status, reason, out, body)
+    return resp
+
+
+def escape_reason(text: str) -> str:
+    """A reason phrase may not contain CR/LF (RFC 3261 §25.1)."""
+    return " ".join(text.replace("\r", " ").replace("\n", " ").split())
+
+
+__all__ = [
+    "MAX_HEADERS",
+    "MAX_MESSAGE_SIZE",
+    "REASON_PHRASES",
+    "SIP_VERSION",
+    "AbsoluteUri",
+    "Message",
+    "NameAddr",
+    "Request",
+    "Response",
+    "SipUri",
+    "StreamFramer",
+    "escape_reason",
+    "make_response",
+    "parse_datagram",
+    "parse_head",
+    "parse_message",
+    "validate_message",
+    "validate_request",
+    "validate_response",
+]
