@@ -473,11 +473,8 @@ def parse_head(head: bytes) -> Request | Response:
     text = head.decode(_ENC, _ERR)
     lines = text.split("\r\n") if "\r\n" in text else text.split("\n")
     start = lines[0]
-    msg: Request | Response
-    if start[:4].upper() == "SIP/":
-        msg = _parse_status_line(start)
-    else:
-        msg = _parse_request_line(start)
+    is_response = start[:4].upper() == "SIP/"
+    msg = _parse_status_line(start) if is_response else _parse_request_line(start)
     headers = msg.headers
     if len(lines) > MAX_HEADERS + 1:
         raise ParseError("Too many header lines", status=400)

@@ -164,7 +164,13 @@ class SipUri:
 
     def copy(self) -> SipUri:
         return SipUri(
-            self.host, self.user, self.password, self.port, self.scheme, dict(self.params), self.headers
+            self.host,
+            self.user,
+            self.password,
+            self.port,
+            self.scheme,
+            dict(self.params),
+            self.headers,
         )
 
     def equivalent(self, other: SipUri) -> bool:
@@ -260,7 +266,9 @@ class NameAddr:
         uri = str(self.uri)
         if self.display_name is not None:
             head = f'"{self.display_name}" <{uri}>'
-        elif self.bracketed or (isinstance(self.uri, SipUri) and (self.uri.params or self.uri.headers)):
+        elif self.bracketed or (
+            isinstance(self.uri, SipUri) and (self.uri.params or self.uri.headers)
+        ):
             head = f"<{uri}>"
         else:
             head = uri
