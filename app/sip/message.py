@@ -273,27 +273,27 @@ class Message:
         # RFC 4475 §3.1.2.4: an overlarge value may be treated as the maximum.
         return min(int(value), 255)
 
-    def _tokens(self, name: str) -> set[str]:
-        return {v.lower() for v in self.values(name) if v}
+    def _tokens(self, name: str) -> frozenset[str]:
+        return frozenset(v.lower() for v in self.values(name) if v)
 
     @property
-    def require(self) -> set[str]:
+    def require(self) -> frozenset[str]:
         return self._tokens("Require")
 
     @property
-    def proxy_require(self) -> set[str]:
+    def proxy_require(self) -> frozenset[str]:
         return self._tokens("Proxy-Require")
 
     @property
-    def supported(self) -> set[str]:
+    def supported(self) -> frozenset[str]:
         return self._tokens("Supported")
 
     @property
-    def allow(self) -> set[str]:
-        return {v.upper() for v in self.values("Allow") if v}
+    def allow(self) -> frozenset[str]:
+        return frozenset(v.upper() for v in self.values("Allow") if v)
 
     @property
-    def allow_events(self) -> set[str]:
+    def allow_events(self) -> frozenset[str]:
         return self._tokens("Allow-Events")
 
     def _int(self, name: str) -> int | None:
@@ -485,13 +485,12 @@ def parse_head(head: bytes) -> Request | Response:
             # RFC 3261 §7.3.1: a line starting with whitespace continues the previous value.
             if not headers:
                 raise ParseError("Continuation line before any header")
-            name, value = headers[-1]
-            headers[-1] = (name, value + " " + line.strip())
+            prev_name, prev_value = headers[-1]
+            headers[-1] = (prev_name, prev_value + " " + line.strip())
             continue
         raw_name, colon, value = line.partition(":")
-        name = _NAME_CACHE.get(raw_name)
-        if name is None:
-            name = _check_header_name(raw_name, colon)
+        known = _NAME_CACHE.get(raw_name)
+        name = known if known is not None else _check_header_name(raw_name, colon)
         headers.append((name, value.strip()))
     return msg
 
