@@ -1,1 +1,21 @@
+"""Persistence: SQLAlchemy models, engines/sessions, Alembic migrations, repositories."""
 
+from app.db.migrate import migrate
+from app.db.session import (
+    SessionFactory,
+    make_engine,
+    make_session_factory,
+    normalize_url,
+    ping,
+    session_scope,
+)
+
+__all__ = [
+    "SessionFactory",
+    "make_engine",
+    "make_session_factory",
+    "migrate",
+    "normalize_url",
+    "ping",
+    "session_scope",
+]
