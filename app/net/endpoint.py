@@ -1,0 +1,195 @@
+"""The asyncio driver of the sans-IO transaction layer.
+
+`SipEndpoint` feeds what the transport receives into `TransactionLayer`, transmits what it
+returns, runs its timers on the event loop's clock, and hands transaction-user events to a
+handler. It makes the random parts the core leaves to its caller (branches, tags, Call-IDs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Protocol
+
+from app.sip.address import Address
+from app.sip.errors import LocalProtocolError
+from app.sip.message import Request, Response
+from app.sip.transaction import (
+    MAGIC_COOKIE,
+    ClientTransaction,
+    Output,
+    RequestReceived,
+    ResponseReceived,
+    ServerTransaction,
+    Timers,
+    TransactionLayer,
+    TransactionTerminated,
+    TransactionTimeout,
+    Transmit,
+)
+from app.sip.uri import SipUri
+
+log = logging.getLogger(__name__)
+
+
+class MessageTransport(Protocol):
+    """What the endpoint needs of a transport (UDP+TCP on one port)."""
+
+    def send(self, message: Request | Response, dest: Address) -> None: ...
+
+
+class TransactionUser(Protocol):
+    def on_request(
+        self, request: Request, source: Address, txn: ServerTransaction | None
+    ) -> None: ...
+
+    def on_response(
+        self, response: Response, source: Address, txn: ClientTransaction | None
+    ) -> None: ...
+
+    def on_timeout(self, txn: ClientTransaction | ServerTransaction) -> None: ...
+
+
+DEFAULT_PORTS = {"UDP": 5060, "TCP": 5060, "TLS": 5061}
+
+
+class SipEndpoint:
+    def __init__(
+        self,
+        transport: MessageTransport,
+        local_host: str,
+        local_port: int,
+        *,
+        timers: Timers | None = None,
+        auto_trying: bool = True,
+        host_map: dict[str, tuple[str, int]] | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.transport = transport
+        self.local_host = local_host
+        self.local_port = local_port
+        self.layer = TransactionLayer(timers, auto_trying=auto_trying)
+        self.user: TransactionUser | None = None
+        # Domains served without DNS: `home1.net` -> (S-CSCF host, port) and so on.
+        self.host_map = dict(host_map or {})
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._clock = clock
+
+    # -- ids --------------------------------------------------------------------------------
+
+    @staticmethod
+    def new_branch() -> str:
+        return f"{MAGIC_COOKIE}-{secrets.token_hex(8)}"
+
+    @staticmethod
+    def new_tag() -> str:
+        return secrets.token_hex(6)
+
+    def new_call_id(self) -> str:
+        return f"{secrets.token_hex(10)}@{self.local_host}"
+
+    def via(self, transport: str = "UDP") -> str:
+        # RFC 3581: ask for rport so responses come back to the port we sent from.
+        return f"SIP/2.0/{transport} {self.local_host}:{self.local_port};rport;branch={self.new_branch()}"
+
+    # -- time -------------------------------------------------------------------------------
+
+    def now(self) -> float:
+        if self._clock is not None:
+            return self._clock()
+        return asyncio.get_running_loop().time()
+
+    def _reschedule(self) -> None:
+        deadline = self.layer.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._run(self.layer.expire(self.now()))
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def receive(self, message: Request | Response, source: Address) -> None:
+        """Called by the transport for every valid message."""
+        now = self.now()
+        try:
+            if isinstance(message, Request):
+                outputs = self.layer.receive_request(message, source, now)
+            else:
+                outputs = self.layer.receive_response(message, source, now)
+        except Exception:  # a bug must not take the endpoint down
+            log.exception("transaction layer failed on %r from %s", message, source)
+            return
+        self._run(outputs)
+
+    def send_request(
+        self, request: Request, dest: Address, *, owner: object | None = None
+    ) -> ClientTransaction:
+        txn, outputs = self.layer.send_request(request, dest, self.now(), owner=owner)
+        self._run(outputs)
+        return txn
+
+    def send_response(self, txn: ServerTransaction, response: Response) -> None:
+        try:
+            outputs = self.layer.send_response(txn, response, self.now())
+        except LocalProtocolError as exc:
+            log.debug("not sent: %s", exc)
+            return
+        self._run(outputs)
+
+    def send_stateless(self, message: Request | Response, dest: Address) -> None:
+        """ACK for a 2xx, or a stateless response: no transaction (RFC 3261 §13.2.2.4)."""
+        self.transport.send(message, dest)
+
+    def resolve(self, uri: SipUri, transport: str | None = None) -> Address:
+        """RFC 3263 without DNS: a numeric host as is, a domain through `host_map`."""
+        proto = (transport or uri.transport or "udp").upper()
+        host = uri.params.get("maddr") or uri.host
+        if host.startswith("["):
+            host = host[1:-1]
+        mapped = self.host_map.get(host.lower())
+        if mapped is not None and uri.port is None:
+            return Address(proto, mapped[0], mapped[1])
+        if mapped is not None:
+            return Address(proto, mapped[0], uri.port or mapped[1])
+        return Address(proto, host, uri.port or DEFAULT_PORTS.get(proto, 5060))
+
+    # -- outputs ----------------------------------------------------------------------------
+
+    def _run(self, outputs: list[Output]) -> None:
+        user = self.user
+        for out in outputs:
+            try:
+                if isinstance(out, Transmit):
+                    self.transport.send(out.message, out.dest)
+                elif user is None:
+                    continue
+                elif isinstance(out, RequestReceived):
+                    user.on_request(out.request, out.source, out.transaction)
+                elif isinstance(out, ResponseReceived):
+                    user.on_response(out.response, out.source, out.transaction)
+                elif isinstance(out, TransactionTimeout):
+                    user.on_timeout(out.transaction)
+                elif isinstance(out, TransactionTerminated):
+                    pass
+            except Exception:
+                log.exception("handling %r failed", out)
+        self._reschedule()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
