@@ -229,7 +229,7 @@ def participant_counts(
     if present_only:
         stmt = stmt.where(Participant.status != EndpointStatus.DISCONNECTED)
     counts = {cid: 0 for cid in conference_ids}
-    counts.update({cid: int(n) for cid, n in session.execute(stmt).tuples()})
+    counts.update({cid: int(n) for cid, n in session.execute(stmt)})
     return counts
 
 

@@ -167,3 +167,19 @@ def shared_server(config: pytest.Config) -> PostgresServer:
 @pytest.fixture(scope="session")
 def postgres_server(pytestconfig: pytest.Config) -> PostgresServer:
     return shared_server(pytestconfig)
+
+
+# The DB-backed suites run once per backend: pull these into a conftest.py with
+# `from tests.support.postgres import database_url, postgres_server` (noqa F401).
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres", marks=[pytest.mark.postgres, pytest.mark.interop]),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database URL (not migrated) on each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'mrfc.db'}"
+    return shared_server(request.config).create_database()

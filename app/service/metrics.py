@@ -1,0 +1,72 @@
+"""Prometheus metrics of the MRFC-AS, on a registry of their own.
+
+A private registry (not the process-global default) lets several app instances live in one
+test process and keeps /metrics to what this service means.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+# Joins take a few hundred ms through the MRFP; 100rel/preconditions can stretch to seconds.
+JOIN_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.conferences_active = Gauge(
+            "mrfc_conferences_active", "Conferences currently active", registry=r
+        )
+        self.participants_active = Gauge(
+            "mrfc_participants_active", "Participants currently connected", registry=r
+        )
+        self.joins = Counter("mrfc_joins", "Participants that joined a conference", registry=r)
+        self.leaves = Counter(
+            "mrfc_leaves",
+            "Participants that left a conference, by RFC 4575 disconnection-method",
+            ["method"],
+            registry=r,
+        )
+        self.sip_requests = Counter(
+            "mrfc_sip_requests",
+            "SIP requests, by method and direction (in = received, out = sent)",
+            ["method", "direction"],
+            registry=r,
+        )
+        self.sip_responses = Counter(
+            "mrfc_sip_responses",
+            "SIP responses, by CSeq method, status code and direction",
+            ["method", "code", "direction"],
+            registry=r,
+        )
+        self.sip_untrusted = Counter(
+            "mrfc_sip_untrusted_requests",
+            "SIP requests from sources outside sip.trusted_peers, by action taken",
+            ["action"],
+            registry=r,
+        )
+        self.esl_connected = Gauge(
+            "mrfc_esl_connected",
+            "1 when the ESL control connection to the MRFP node is up",
+            ["node"],
+            registry=r,
+        )
+        self.join_latency = Histogram(
+            "mrfc_join_latency_seconds",
+            "From the initial INVITE to the participant joining the MRFP conference",
+            buckets=JOIN_LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The text exposition format and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
