@@ -1,0 +1,171 @@
+"""The focus's in-memory model: conferences, participants, subscriptions (sans-IO)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from app.focus.conference_info import (
+    ConferenceInfo,
+    DisconnectionMethod,
+    EndpointStatus,
+    JoiningMethod,
+)
+from app.focus.preconditions import PreconditionTable
+from app.sip.dialog import Dialog
+from app.sip.message import Request, Response
+from app.sip.sdp import SessionDescription
+
+
+class Phase(Enum):
+    """Where a participant's call stands, as the focus drives it."""
+
+    MRFP_PENDING = "mrfp-pending"  # INVITE sent to the MRFP, no answer yet
+    EARLY = "early"  # 183 with the MRFP's SDP sent to the UE
+    ANSWERED = "answered"  # 200 sent to the UE, waiting for its ACK
+    DIALING = "dialing"  # dial-out: INVITE sent to the user
+    CONNECTED = "connected"
+    GONE = "gone"
+
+
+@dataclass(eq=False)
+class Participant:
+    id: str
+    conference_id: str
+    aor: str
+    display_name: str | None
+    joining_method: JoiningMethod
+    phase: Phase
+    created_at: datetime
+    # The UE side (focus = UAS for dial-in, UAC for dial-out).
+    dialog: Dialog | None = None
+    invite: Request | None = None  # the UE's INVITE (dial-in) or ours (dial-out)
+    invite_txn: object | None = None  # its server transaction while unanswered (dial-in)
+    # The MRFP side (focus = UAC).
+    mrfp_dialog: Dialog | None = None
+    mrfp_invite: Request | None = None
+    mrfp_call_id: str | None = None
+    member_id: str | None = None
+    # Offer/answer.
+    ue_offer: SessionDescription | None = None  # the UE's offer, precondition lines stripped
+    mrfp_answer: SessionDescription | None = None
+    preconditions: PreconditionTable | None = None
+    # RFC 3262 reliable provisional responses.
+    reliable: bool = False
+    rseq: int = 0
+    unacked_provisional: Response | None = None
+    provisional_interval: float = 0.0
+    provisional_deadline: float = 0.0
+    # The 2xx to the INVITE, retransmitted until ACK (RFC 3261 §13.3.1.4).
+    final_response: Response | None = None
+    final_interval: float = 0.0
+    final_deadline: float = 0.0
+    # A UE request waiting for the MRFP's answer to a renegotiation (PRACK/UPDATE/re-INVITE).
+    pending_request: Request | None = None
+    pending_txn: object | None = None
+    # Session timer (RFC 4028), seconds; None when not negotiated.
+    session_expires: int | None = None
+    # Dial-out bookkeeping: the REFER subscription to report progress to.
+    refer_subscription: str | None = None
+    muted: bool = False
+    deaf: bool = False
+    talking: bool = False
+    status: EndpointStatus = EndpointStatus.PENDING
+    joined_at: datetime | None = None
+    left_at: datetime | None = None
+    disconnection_method: DisconnectionMethod | None = None
+    signalled_preconditions: bool = False
+
+    @property
+    def endpoint_entity(self) -> str:
+        return self.aor
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "conference_id": self.conference_id,
+            "uri": self.aor,
+            "display_name": self.display_name,
+            "status": self.status.value,
+            "joining_method": self.joining_method.value,
+            "disconnection_method": (
+                self.disconnection_method.value if self.disconnection_method else None
+            ),
+            "muted": self.muted,
+            "talking": self.talking,
+            "member_id": self.member_id,
+            "mrfp_call_id": self.mrfp_call_id,
+            "call_id": self.dialog.call_id if self.dialog else None,
+            "local_tag": self.dialog.local_tag if self.dialog else None,
+            "remote_tag": self.dialog.remote_tag if self.dialog else None,
+            "dialog": self.dialog.to_dict() if self.dialog else None,
+            "mrfp_dialog": self.mrfp_dialog.to_dict() if self.mrfp_dialog else None,
+            "joined_at": self.joined_at,
+            "left_at": self.left_at,
+        }
+
+
+class SubscriptionKind(Enum):
+    CONFERENCE = "conference"  # RFC 4575
+    REFER = "refer"  # RFC 3515 implicit subscription
+
+
+@dataclass(eq=False)
+class Subscription:
+    id: str
+    conference_id: str
+    kind: SubscriptionKind
+    subscriber: str
+    dialog: Dialog
+    expires_at: float
+    version: int = 0  # RFC 4575 §4.1: the version of the last document sent
+    terminated: bool = False
+    # The participant whose INVITE dialog this subscription shares, if any (RFC 6665 §4.5.2).
+    participant_id: str | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "conference_id": self.conference_id,
+            "kind": self.kind.value,
+            "subscriber": self.subscriber,
+            "version": self.version,
+            "terminated": self.terminated,
+            "dialog": self.dialog.to_dict(),
+        }
+
+
+@dataclass(eq=False)
+class Conference:
+    id: str
+    uri: str
+    factory_uri: str | None
+    initiator: str | None
+    node: str
+    created_at: datetime
+    info: ConferenceInfo
+    locked: bool = False
+    active: bool = True
+    ended_at: datetime | None = None
+    participants: dict[str, Participant] = field(default_factory=dict)
+    subscriptions: dict[str, Subscription] = field(default_factory=dict)
+
+    def present(self) -> list[Participant]:
+        """Participants not gone (the ones that count against the limit)."""
+        return [p for p in self.participants.values() if p.phase is not Phase.GONE]
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "uri": self.uri,
+            "factory_uri": self.factory_uri,
+            "initiator": self.initiator,
+            "state": "active" if self.active else "ended",
+            "locked": self.locked,
+            "mrfp_node": self.node,
+            "created_at": self.created_at,
+            "ended_at": self.ended_at,
+            "participant_count": len(self.present()),
+        }
