@@ -268,7 +268,9 @@ def _format_errors(exc: ValidationError, origin: Mapping[str, str], source: str)
         for opt, env_name in origin.items():
             if option == opt or option.startswith(opt + "."):
                 where = f" (from {env_name})"
-        value = "" if "input" not in err or "password" in option else f", got {err['input']!r}"
+        # Secrets are never echoed: ESL passwords, and the database URL (it may hold one).
+        secret = "password" in option or option == "database.url"
+        value = "" if "input" not in err or secret else f", got {err['input']!r}"
         msg = err["msg"].removeprefix("Value error, ")
         lines.append(f"  {option}{where}: {msg}{value}")
     return "\n".join(lines)
