@@ -18,6 +18,7 @@ process), SIP and ESL signalling.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing as mp
 import socket
 import struct
@@ -26,8 +27,6 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-import contextlib
 
 import numpy as np
 

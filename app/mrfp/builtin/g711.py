@@ -118,11 +118,15 @@ def alaw_decode(codes: UInt8Array | bytes) -> Int16Array:
 
 def decode_rows(codes: UInt8Array, codec: npt.NDArray[np.intp]) -> Int16Array:
     """Decode a (rows x samples) matrix where row r uses codec `codec[r]` (PCMU/PCMA)."""
+    if not codec.any():  # all PCMU, the common case: index the table with the bytes directly
+        return ULAW_DECODE[codes]
     index = codes.astype(np.intp) + (codec * 256)[:, None]
     return DECODE_FLAT.take(index)
 
 
 def encode_rows(samples: Int16Array, codec: npt.NDArray[np.intp]) -> UInt8Array:
     """Encode a (rows x samples) int16 matrix where row r uses codec `codec[r]`."""
+    if not codec.any():
+        return ULAW_ENCODE[samples.view(np.uint16)]
     index = samples.view(np.uint16).astype(np.intp) + (codec * 65536)[:, None]
     return ENCODE_FLAT.take(index)
