@@ -355,9 +355,27 @@ class Message:
         raise NotImplementedError
 
     def __bytes__(self) -> bytes:
-        # Content-Length always states the real body length (RFC 3261 §18.3, §20.14).
+        # Content-Length always states the real body length (RFC 3261 §18.3, §20.14); a
+        # message that had none gets one, so it can go over a stream transport as well.
         length = str(len(self.body))
-        parts = [self._start_line(), "\r\n"]
+        lines = [self._start_line()]
+        lines += map(": ".join, self.headers)
+        lines.append("\r\n")
+        text = "\r\n".join(lines)
+        # The common case, checked at C speed: one Content-Length line (found from the end,
+        # where it usually is), already right.
+        at = text.rfind("\r\nContent-Length: ")
+        if (
+            at < 0
+            or not text.startswith(length + "\r\n", at + 18)
+            or text.find("\r\nContent-Length: ", 0, at) >= 0
+        ):
+            text = self._head_fixing_length(length)
+        head = text.encode(_ENC, _ERR)
+        return head + self.body if self.body else head
+
+    def _head_fixing_length(self, length: str) -> str:
+        lines = [self._start_line()]
         wrote_length = False
         for name, value in self.headers:
             if name == "Content-Length":
@@ -365,12 +383,11 @@ class Message:
                     continue
                 value = length
                 wrote_length = True
-            parts += (name, ": ", value, "\r\n")
+            lines.append(f"{name}: {value}")
         if not wrote_length:
-            parts += ("Content-Length: ", length, "\r\n")
-        parts.append("\r\n")
-        head = "".join(parts).encode(_ENC, _ERR)
-        return head + self.body if self.body else head
+            lines.append("Content-Length: " + length)
+        lines.append("\r\n")
+        return "\r\n".join(lines)
 
     def __str__(self) -> str:
         return bytes(self).decode(_ENC, "replace")
@@ -387,7 +404,11 @@ class Request(Message):
         body: bytes = b"",
         version: str = SIP_VERSION,
     ) -> None:
-        super().__init__(headers, body)
+        # Slots set directly rather than through Message.__init__: this runs once per
+        # received message (the parser's hot path).
+        self.headers = headers if headers is not None else []
+        self.body = body
+        self._cache = {}
         self.method = method
         self.version = version
         if isinstance(uri, str):
@@ -430,7 +451,9 @@ class Response(Message):
         body: bytes = b"",
         version: str = SIP_VERSION,
     ) -> None:
-        super().__init__(headers, body)
+        self.headers = headers if headers is not None else []
+        self.body = body
+        self._cache = {}
         self.status = status
         self.reason = REASON_PHRASES.get(status, "") if reason is None else reason
         self.version = version
@@ -453,46 +476,56 @@ class Response(Message):
 # -- parsing --------------------------------------------------------------------------------
 
 
-def _split_head(data: bytes, stream: bool) -> tuple[bytes, bytes, bytes] | None:
-    """(head, separator, rest) at the first empty line; None when it is not there yet."""
+def _split_head(data: bytes, stream: bool) -> tuple[bytes, bytes] | None:
+    """(head, rest) at the first empty line; None when a stream has not brought it yet."""
     end = data.find(b"\r\n\r\n")
     if end >= 0:
-        return data[:end], b"\r\n\r\n", data[end + 4 :]
+        return data[:end], data[end + 4 :]
     end = data.find(b"\n\n")  # bare LF line ends: tolerated (RFC 3261 §7 says CRLF)
     if end >= 0:
-        return data[:end], b"\n\n", data[end + 2 :]
+        return data[:end], data[end + 2 :]
     if stream:
         return None
     # A datagram ends the message: a missing blank line ends the headers (RFC 4475 §3.1.2.15).
-    head = data.rstrip(b"\r\n")
-    return head, b"", b""
+    return data.rstrip(b"\r\n"), b""
 
 
-def parse_head(head: bytes) -> Request | Response:
-    """Parse the start line and header section (no body)."""
+def parse_head(head: bytes, max_headers: int = MAX_HEADERS) -> Request | Response:
+    """Parse the start line and find every header's boundaries; values stay raw strings."""
+    return _parse_head(head, max_headers)[0]
+
+
+def _parse_head(head: bytes, max_headers: int) -> tuple[Request | Response, list[str]]:
+    """The message and the values of its Content-Length lines (needed for framing)."""
     text = head.decode(_ENC, _ERR)
-    lines = text.split("\r\n") if "\r\n" in text else text.split("\n")
+    if "\r\n" in text:
+        lines = text.split("\r\n")
+    else:
+        if "\r" in text:
+            raise ParseError("Bare CR in header section")
+        lines = text.split("\n")  # bare LF line ends: tolerated (RFC 3261 §7 says CRLF)
+    if len(lines) > max_headers + 1:
+        raise ParseError("Too many header lines")
     start = lines[0]
-    is_response = start[:4].upper() == "SIP/"
-    msg = _parse_status_line(start) if is_response else _parse_request_line(start)
+    msg = _parse_status_line(start) if start.startswith("SIP/") else _parse_request_line(start)
     headers = msg.headers
-    if len(lines) > MAX_HEADERS + 1:
-        raise ParseError("Too many header lines", status=400)
-    for line in lines[1:]:
-        if not line:
-            continue
-        if line[0] in " \t":
-            # RFC 3261 §7.3.1: a line starting with whitespace continues the previous value.
-            if not headers:
-                raise ParseError("Continuation line before any header")
-            prev_name, prev_value = headers[-1]
-            headers[-1] = (prev_name, prev_value + " " + line.strip())
-            continue
-        raw_name, colon, value = line.partition(":")
-        known = _NAME_CACHE.get(raw_name)
-        name = known if known is not None else _check_header_name(raw_name, colon)
-        headers.append((name, value.strip()))
-    return msg
+    lengths: list[str] = []
+    append = headers.append
+    known = _NAME_CACHE.get
+    it = iter(lines)
+    next(it)
+    for line in it:
+        # Hot path: `Name: value` with a name spelling seen before. Splitting at ": " leaves
+        # the value without its usual leading space. The cache holds only valid tokens (never
+        # a ':' or a leading blank) and never Content-Length, so a line of any other shape
+        # takes the slow path, which also handles folding and notes Content-Length.
+        raw_name, _, value = line.partition(": ")
+        name = known(raw_name)
+        if name is None:
+            _add_unusual_line(headers, line, lengths)
+        else:
+            append((name, value.strip()))
+    return msg, lengths
 
 
 # Raw header name -> canonical name, for names already seen valid: most messages reuse the
@@ -501,16 +534,33 @@ _NAME_CACHE: dict[str, str] = {}
 _NAME_CACHE_MAX = 4096
 
 
-def _check_header_name(raw_name: str, colon: str) -> str:
+def _add_unusual_line(headers: list[tuple[str, str]], line: str, lengths: list[str]) -> None:
+    if line[:1] in (" ", "\t"):
+        # RFC 3261 §7.3.1: a line starting with whitespace continues the previous value;
+        # the folding is equivalent to one SP.
+        if not headers:
+            raise ParseError("Continuation line before any header")
+        name, value = headers[-1]
+        more = line.strip()
+        headers[-1] = (name, f"{value} {more}" if value and more else value or more)
+        if name == "Content-Length":
+            lengths[-1] = headers[-1][1]
+        return
+    raw_name, colon, value = line.partition(":")
     if not colon:
-        raise ParseError(f"Header line without a colon: {raw_name[:40]!r}")
-    stripped = raw_name.rstrip()
+        if not line.strip():
+            return  # an empty line left by mixed line ends
+        raise ParseError(f"Header line without a colon: {line[:40]!r}")
+    stripped = raw_name.rstrip()  # RFC 3261 §7.3.1: WS is allowed before the colon
     if not is_token(stripped):
         raise ParseError(f"Bad header name {stripped[:40]!r}")
     name = canonical_name(stripped)
-    if len(_NAME_CACHE) < _NAME_CACHE_MAX:
+    value = value.strip()
+    if name == "Content-Length":
+        lengths.append(value)
+    elif len(_NAME_CACHE) < _NAME_CACHE_MAX:
         _NAME_CACHE[raw_name] = name
-    return name
+    headers.append((name, value))
 
 
 def _parse_request_line(line: str) -> Request:
@@ -519,15 +569,22 @@ def _parse_request_line(line: str) -> Request:
     if len(parts) != 3:
         raise ParseError("Malformed request line")
     method, uri, version = parts
-    if not is_token(method):
-        raise ParseError(f"Bad method {method[:40]!r}")
-    if version.upper() != SIP_VERSION:
+    if method not in _METHODS_SEEN:
+        if not is_token(method):
+            raise ParseError(f"Bad method {method[:40]!r}")
+        if len(_METHODS_SEEN) < _NAME_CACHE_MAX:
+            _METHODS_SEEN.add(method)
+    if version != SIP_VERSION and version.upper() != SIP_VERSION:
         if version.upper().startswith("SIP/"):
             raise ParseError(f"Version {version} not supported", status=505)
         raise ParseError("Malformed request line")
     if not uri:
         raise ParseError("Empty Request-URI")
-    return Request(method, uri, version=SIP_VERSION)
+    return Request(method, uri)
+
+
+# Methods already checked to be tokens (method names are case-sensitive, RFC 3261 §7.1).
+_METHODS_SEEN: set[str] = set()
 
 
 def _parse_status_line(line: str) -> Response:
@@ -535,46 +592,45 @@ def _parse_status_line(line: str) -> Response:
     if len(parts) < 2:
         raise ParseError("Malformed status line")
     version, code = parts[0], parts[1]
-    if version.upper() != SIP_VERSION:
+    if version != SIP_VERSION and version.upper() != SIP_VERSION:
         raise ParseError(f"Version {version} not supported", status=505)
-    # RFC 3261 §7.2: a three-digit code, 100-699 (RFC 4475 §3.1.2.17: drop anything else).
+    # RFC 3261 §7.2: a three-digit code, 100-699 (RFC 4475 §3.1.2.19: drop anything else).
     if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
         raise ParseError(f"Bad status code {code[:12]!r}")
-    return Response(int(code), parts[2] if len(parts) > 2 else "", version=SIP_VERSION)
+    return Response(int(code), parts[2] if len(parts) > 2 else "")
 
 
-def _declared_length(msg: Message) -> int | None:
-    value: str | None = None
-    for name, line in msg.headers:
-        if name == "Content-Length":
-            if value is not None and line != value:
-                raise ParseError("Conflicting Content-Length values")  # RFC 4475 §3.4.8 mcl01
-            value = line
-    if value is None:
+def _declared_length(values: list[str]) -> int | None:
+    if not values:
         return None
+    value = values[0]
+    if len(values) > 1 and any(v != value for v in values):
+        raise ParseError("Conflicting Content-Length values")  # RFC 4475 §3.3.9 mcl01
     if not value.isdigit():
         raise ParseError("Bad Content-Length")  # RFC 4475 §3.1.2.3: negative or not a number
     return int(value)
 
 
-def parse_datagram(data: bytes) -> Request | Response:
+def parse_datagram(
+    data: bytes, max_size: int = MAX_MESSAGE_SIZE, max_headers: int = MAX_HEADERS
+) -> Request | Response:
     """One message from one UDP datagram (RFC 3261 §18.3: bytes past Content-Length are
     ignored; without Content-Length the body runs to the end of the datagram)."""
-    if len(data) > MAX_MESSAGE_SIZE:
-        raise ParseError("Message too large", status=513)
+    if len(data) > max_size:
+        raise ParseError("Message too large", status=513)  # RFC 3261 §18.1.1, §21.5.14
     if data[:1] in (b"\r", b"\n"):
         data = data.lstrip(b"\r\n")  # keep-alive CRLFs before the start line (§7.5)
     split = _split_head(data, stream=False)
     assert split is not None
-    head, _, rest = split
-    msg = parse_head(head)
-    length = _declared_length(msg)
+    head, rest = split
+    msg, lengths = _parse_head(head, max_headers)
+    length = _declared_length(lengths)
     if length is None:
         msg.body = rest
     elif length > len(rest):
         raise ParseError("Content-Length larger than the message")  # RFC 4475 §3.1.2.2
     else:
-        msg.body = rest[:length]
+        msg.body = rest[:length] if length < len(rest) else rest
     return msg
 
 
@@ -584,13 +640,15 @@ parse_message = parse_datagram
 class StreamFramer:
     """Frames messages out of a byte stream (TCP) by Content-Length (RFC 3261 §18.3).
 
-    A framing error (bad or missing Content-Length, oversize) is unrecoverable on a stream:
-    `feed` raises and the transport closes the connection.
+    A framing error (bad or missing Content-Length, oversize, a malformed start line or
+    header) is unrecoverable on a stream: `feed` raises and the transport closes the
+    connection. Messages framed before the error have been yielded already.
     """
 
-    def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
+    def __init__(self, max_size: int = MAX_MESSAGE_SIZE, max_headers: int = MAX_HEADERS) -> None:
         self._buffer = bytearray()
         self._max = max_size
+        self._max_headers = max_headers
 
     def feed(self, data: bytes) -> Iterator[Request | Response]:
         self._buffer += data
@@ -606,35 +664,38 @@ class StreamFramer:
                 if len(buf) > self._max:
                     raise ParseError("Header section too large", status=513)
                 return
-            head, _, rest = split
-            msg = parse_head(head)
-            length = _declared_length(msg)
+            head, rest = split
+            msg, lengths = _parse_head(head, self._max_headers)
+            length = _declared_length(lengths)
             if length is None:
-                raise ParseError("Missing Content-Length on a stream transport")
-            if length > self._max:
+                raise ParseError("Missing Content-Length on a stream transport")  # §18.3
+            if len(head) + length > self._max:
                 raise ParseError("Message too large", status=513)
             if len(rest) < length:
                 return  # RFC 4475 §3.1.2.2: wait for the rest of the body
             msg.body = rest[:length]
-            consumed = len(buf) - len(rest) + length
-            del self._buffer[:consumed]
+            del self._buffer[: len(buf) - len(rest) + length]
             yield msg
 
     @property
     def pending(self) -> int:
+        """Bytes received but not yet framed into a message."""
         return len(self._buffer)
 
 
 # -- validation -----------------------------------------------------------------------------
 
-_UNIQUE_HEADERS = ("Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Type")
+_UNIQUE_HEADERS = frozenset(("Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Type"))
 
 
 def validate_message(msg: Message) -> None:
     """Parse what every transaction relies on; ParseError (400 with a reason) otherwise."""
-    for name in _UNIQUE_HEADERS:
-        if len(msg.get_lines(name)) > 1:
-            raise ParseError(f"Multiple {name} headers")  # RFC 4475 §3.4.7 multi01
+    seen: set[str] = set()
+    for name, _ in msg.headers:
+        if name in _UNIQUE_HEADERS:
+            if name in seen:
+                raise ParseError(f"Multiple {name} headers")  # RFC 4475 §3.3.8 multi01
+            seen.add(name)
     if not msg.vias:
         raise ParseError("Missing Via header")
     msg.from_  # noqa: B018  (parses and caches)
