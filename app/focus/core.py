@@ -14,7 +14,7 @@ between the UE and the MRFP directly.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -135,15 +135,21 @@ class FocusError(Exception):
         self.code = code
 
 
+class NoMediaNode(Exception):
+    """No MRFP node can take a new conference now (503, RFC 3261 §21.5.4)."""
+
+
 class Focus:
     def __init__(
         self,
         config: FocusConfig,
         ids: IdSource,
-        choose_node: object | None = None,
+        choose_node: Callable[[str], str] | None = None,
     ) -> None:
         self.config = config
         self.ids = ids
+        # Picks the MRFP node for a new conference (raises NoMediaNode when none can take it).
+        self.choose_node = choose_node
         self.conferences: dict[str, Conference] = {}
         self.ended: set[str] = set()
         self._factory = {self._aor_key(u) for u in config.factory_uris}
@@ -305,7 +311,13 @@ class Focus:
         if se == -1:
             return
         if conf is None:
-            conf = self._create_conference(request, factory_uri, out)
+            try:
+                conf = self._create_conference(request, factory_uri, out)
+            except NoMediaNode as exc:
+                out.append(
+                    self._respond(txn, request, 503, str(exc)[:80], headers=[("Retry-After", "5")])
+                )
+                return
         part = self._new_participant(conf, request, JoiningMethod.DIALED_IN)
         tag = self.ids.tag()
         contact = NameAddr.parse(self._focus_contact(conf.id))
@@ -341,6 +353,7 @@ class Focus:
         self, request: Request, factory_uri: str | None, out: list[Action]
     ) -> Conference:
         conf_id = self.ids.conference_id()
+        node = self.choose_node(conf_id) if self.choose_node else self.node_for_new
         uri = self.conference_uri(conf_id)
         initiator = _identity(request)
         conf = Conference(
@@ -348,7 +361,7 @@ class Focus:
             uri=uri,
             factory_uri=factory_uri,
             initiator=initiator,
-            node=self.node_for_new,
+            node=node,
             created_at=self._now_wall,
             info=ConferenceInfo(entity=uri, active=True, locked=False),
         )
@@ -1365,7 +1378,10 @@ class Focus:
         part.status = EndpointStatus.DIALING_OUT
         call_id = self.ids.call_id()
         tag = self.ids.tag()
-        hop = SipUri.parse(self.config.outbound_proxy) if self.config.outbound_proxy else target
+        proxy = SipUri.parse(self.config.outbound_proxy) if self.config.outbound_proxy else None
+        if proxy is not None:
+            proxy.params["lr"] = None  # RFC 3261 §16.12.1.1: a loose-routing pre-loaded Route
+        hop = proxy if proxy is not None else target
         headers = [
             ("Via", self._via(hop)),
             ("Max-Forwards", "70"),
@@ -1378,8 +1394,8 @@ class Focus:
             ("Allow-Events", ALLOW_EVENTS),
             ("Supported", "timer"),
         ]
-        if self.config.outbound_proxy:
-            headers.insert(2, ("Route", f"<{self.config.outbound_proxy};lr>"))
+        if proxy is not None:
+            headers.insert(2, ("Route", f"<{proxy}>"))
         if actor:
             headers.append(("Referred-By", f"<{actor}>"))
         invite = Request("INVITE", target, headers)

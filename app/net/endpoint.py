@@ -94,7 +94,8 @@ class SipEndpoint:
 
     def via(self, transport: str = "UDP") -> str:
         # RFC 3581: ask for rport so responses come back to the port we sent from.
-        return f"SIP/2.0/{transport} {self.local_host}:{self.local_port};rport;branch={self.new_branch()}"
+        hostport = f"{self.local_host}:{self.local_port}"
+        return f"SIP/2.0/{transport} {hostport};rport;branch={self.new_branch()}"
 
     # -- time -------------------------------------------------------------------------------
 
@@ -153,6 +154,16 @@ class SipEndpoint:
     def send_stateless(self, message: Request | Response, dest: Address) -> None:
         """ACK for a 2xx, or a stateless response: no transaction (RFC 3261 §13.2.2.4)."""
         self.transport.send(message, dest)
+
+    def send_response_stateless(self, response: Response) -> None:
+        """A response sent outside its transaction (the TU's 2xx retransmissions): to where
+        the top Via says (RFC 3261 §18.2.2, RFC 3581 §4)."""
+        via = response.top_via
+        host = via.received or via.host
+        if host.startswith("["):
+            host = host[1:-1]
+        port = via.rport or via.port or DEFAULT_PORTS.get(via.transport, 5060)
+        self.transport.send(response, Address(via.transport, host, port))
 
     def resolve(self, uri: SipUri, transport: str | None = None) -> Address:
         """RFC 3263 without DNS: a numeric host as is, a domain through `host_map`."""

@@ -1,0 +1,363 @@
+"""Wires the sans-IO focus to the SIP endpoint, the MRFP nodes, the database and the API.
+
+`FocusService` is the transaction user of the SIP endpoint: it passes requests, responses
+and timeouts to `app.focus.core.Focus` and carries out the actions it returns. It also
+implements `ConferenceControl` for the REST API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import secrets
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from app.focus.actions import (
+    Action,
+    CancelTimer,
+    Changed,
+    MediaCommand,
+    Respond,
+    SendAck,
+    SendRequest,
+    SetTimer,
+)
+from app.focus.core import Focus, FocusConfig, FocusError, NoMediaNode
+from app.focus.media import MediaEvent, NodeConnectionChanged
+from app.mrfp.pool import MrfpPool
+from app.mrfp.port import MrfpError, MrfpUnavailable
+from app.net.endpoint import SipEndpoint
+from app.service.control import (
+    ConferenceNotFoundError,
+    ConflictError,
+    MediaUnavailableError,
+    ParticipantNotFoundError,
+)
+from app.service.events import ChangeEvent, EventBus
+from app.service.metrics import Metrics
+from app.sip.address import Address
+from app.sip.message import Request, Response, make_response
+from app.sip.transaction import ClientTransaction, ServerTransaction
+
+log = logging.getLogger(__name__)
+
+Persist = Callable[[Changed], None]
+
+
+class RandomIds:
+    """Identifiers for the focus: conference ids are URL-safe, 96 bits, never reused."""
+
+    def __init__(self, endpoint: SipEndpoint) -> None:
+        self._endpoint = endpoint
+
+    def conference_id(self) -> str:
+        return secrets.token_urlsafe(12).replace("_", "x").replace("-", "y").lower()
+
+    def participant_id(self) -> str:
+        return secrets.token_hex(8)
+
+    def tag(self) -> str:
+        return self._endpoint.new_tag()
+
+    def call_id(self) -> str:
+        return self._endpoint.new_call_id()
+
+    def via(self, transport: str) -> str:
+        return self._endpoint.via(transport)
+
+
+class FocusService:
+    def __init__(
+        self,
+        config: FocusConfig,
+        endpoint: SipEndpoint,
+        pool: MrfpPool,
+        *,
+        bus: EventBus | None = None,
+        metrics: Metrics | None = None,
+        persist: Persist | None = None,
+        trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network] | None = None,
+        untrusted_action: str = "reject",
+    ) -> None:
+        self.endpoint = endpoint
+        self.pool = pool
+        self.bus = bus
+        self.metrics = metrics
+        self.persist = persist
+        self.trusted = trusted
+        self.untrusted_action = untrusted_action
+        self.focus = Focus(config, RandomIds(endpoint), choose_node=self._choose_node)
+        self._timers: dict[tuple[str, ...], asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db")
+        self._invite_started: dict[str, float] = {}
+        endpoint.user = self
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.pool.start(self._on_media_event)
+
+    async def stop(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        await self.pool.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        self._db.shutdown(wait=True)
+
+    def _choose_node(self, conference_id: str) -> str:
+        try:
+            return self.pool.place(conference_id).name
+        except MrfpUnavailable as exc:
+            raise NoMediaNode(str(exc) or "no media processor available") from exc
+
+    # -- time -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
+
+    @staticmethod
+    def _wall() -> datetime:
+        return datetime.now(UTC)
+
+    # -- TransactionUser --------------------------------------------------------------------
+
+    def _is_trusted(self, source: Address) -> bool:
+        if self.trusted is None:
+            return True
+        try:
+            addr = ipaddress.ip_address(source.host)
+        except ValueError:
+            return False
+        return any(addr in net for net in self.trusted)
+
+    def on_request(self, request: Request, source: Address, txn: ServerTransaction | None) -> None:
+        if self.metrics is not None:
+            self.metrics.sip_requests.labels(request.method, "in").inc()
+        if not self._is_trusted(source):
+            # Only the S-CSCFs and the MRFP nodes may talk to the focus.
+            action = self.untrusted_action
+            if self.metrics is not None:
+                self.metrics.sip_untrusted.labels(action).inc()
+            log.warning("untrusted %s from %s: %s", request.method, source, action)
+            if action == "reject" and txn is not None:
+                self.endpoint.send_response(txn, make_response(request, 403, "Untrusted source"))
+            return
+        now, wall = self._now(), self._wall()
+        if request.method == "CANCEL" and txn is not None:
+            invite_txn = self.endpoint.layer.find_invite_for_cancel(request)
+            self._run(self.focus.on_cancel(request, txn, invite_txn, now, wall))
+            return
+        if request.method == "INVITE" and request.to.tag is None:
+            self._invite_started[request.call_id] = now
+        self._run(self.focus.on_request(request, txn, now, wall))
+
+    def on_response(
+        self, response: Response, source: Address, txn: ClientTransaction | None
+    ) -> None:
+        if self.metrics is not None:
+            self.metrics.sip_responses.labels(
+                response.cseq.method, str(response.status), "in"
+            ).inc()
+        now, wall = self._now(), self._wall()
+        if txn is None:
+            self._run(self.focus.on_stray_2xx(response, now))
+            return
+        self._run(self.focus.on_response(response, txn.owner, now, wall))
+
+    def on_timeout(self, txn: ClientTransaction | ServerTransaction) -> None:
+        if isinstance(txn, ClientTransaction):
+            self._run(self.focus.on_timeout(txn.owner, self._now(), self._wall()))
+
+    def _on_media_event(self, event: MediaEvent) -> None:
+        if isinstance(event, NodeConnectionChanged):
+            if self.metrics is not None:
+                self.metrics.esl_connected.labels(event.node).set(1 if event.connected else 0)
+            log.info("MRFP node %s %s", event.node, "up" if event.connected else "down")
+        self._run(self.focus.on_media_event(event, self._now(), self._wall()))
+
+    # -- actions ----------------------------------------------------------------------------
+
+    def _run(self, actions: list[Action]) -> None:
+        for action in actions:
+            try:
+                self._execute(action)
+            except Exception:
+                log.exception("action %r failed", action)
+
+    def _execute(self, action: Action) -> None:
+        if isinstance(action, Respond):
+            self._count_response(action.response)
+            if isinstance(action.txn, ServerTransaction):
+                self.endpoint.send_response(action.txn, action.response)
+            else:
+                # A 2xx retransmission by the TU (RFC 3261 §13.3.1.4) after its transaction
+                # moved on: straight to where the request came from.
+                self.endpoint.send_response_stateless(action.response)
+        elif isinstance(action, SendRequest):
+            if self.metrics is not None:
+                self.metrics.sip_requests.labels(action.request.method, "out").inc()
+            dest = self.endpoint.resolve(action.next_hop)
+            self.endpoint.send_request(action.request, dest, owner=action.context)
+        elif isinstance(action, SendAck):
+            self.endpoint.send_stateless(action.request, self.endpoint.resolve(action.next_hop))
+        elif isinstance(action, SetTimer):
+            self._set_timer(action.key, action.at)
+        elif isinstance(action, CancelTimer):
+            handle = self._timers.pop(action.key, None)
+            if handle is not None:
+                handle.cancel()
+        elif isinstance(action, MediaCommand):
+            self._spawn(self._media(action))
+        elif isinstance(action, Changed):
+            self._changed(action)
+
+    def _count_response(self, response: Response) -> None:
+        if self.metrics is not None:
+            self.metrics.sip_responses.labels(
+                response.cseq.method, str(response.status), "out"
+            ).inc()
+            if response.status == 200 and response.cseq.method == "INVITE":
+                started = self._invite_started.pop(response.call_id, None)
+                if started is not None:
+                    self.metrics.join_latency.observe(self._now() - started)
+
+    def _set_timer(self, key: tuple[str, ...], at: float) -> None:
+        old = self._timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._timers.pop(key, None)
+            self._run(self.focus.on_timer(key, self._now(), self._wall()))
+
+        self._timers[key] = loop.call_at(at, fire)
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _media(self, command: MediaCommand) -> None:
+        node = next((n for n in self.pool.nodes if n.name == command.node), None)
+        if node is None:
+            log.error("no MRFP node %s for %s", command.node, command.verb)
+            return
+        try:
+            if command.member_id is not None:
+                await getattr(node, command.verb)(command.conference, command.member_id)
+            else:
+                await getattr(node, command.verb)(command.conference)
+        except MrfpError as exc:
+            log.warning(
+                "MRFP %s %s on %s failed: %s",
+                command.verb,
+                command.member_id,
+                command.conference,
+                exc,
+            )
+
+    def _changed(self, change: Changed) -> None:
+        if self.metrics is not None:
+            self._update_metrics(change)
+        if self.bus is not None:
+            self.bus.publish(
+                ChangeEvent(
+                    change.kind, change.conference_id, change.participant_id, _jsonable(change.data)
+                )
+            )
+        if self.persist is not None:
+            persist = self.persist
+            future = self._db.submit(persist, change)
+            future.add_done_callback(_log_failure)
+        if change.kind == "conference.ended":
+            self.pool.release(change.conference_id)
+
+    def _update_metrics(self, change: Changed) -> None:
+        m = self.metrics
+        assert m is not None
+        if change.kind == "conference.created":
+            m.conferences_active.inc()
+        elif change.kind == "conference.ended":
+            m.conferences_active.dec()
+        elif change.kind == "participant.joined":
+            m.joins.inc()
+            m.participants_active.inc()
+        elif change.kind == "participant.left":
+            method = change.data.get("disconnection_method") or "departed"
+            m.leaves.labels(method).inc()
+            if change.data.get("joined_at") is not None:
+                m.participants_active.dec()
+
+    # -- ConferenceControl ------------------------------------------------------------------
+
+    def _control(self, call: Callable[[], list[Action]]) -> None:
+        try:
+            actions = call()
+        except FocusError as exc:
+            raise _control_error(exc) from exc
+        self._run(actions)
+
+    async def end_conference(self, conference_id: str, actor: str) -> None:
+        self._control(lambda: self.focus.end(conference_id, self._now(), actor))
+
+    async def kick(self, conference_id: str, participant_id: str, actor: str) -> None:
+        self._control(lambda: self.focus.kick(conference_id, participant_id, self._now(), actor))
+
+    async def set_muted(
+        self, conference_id: str, participant_id: str, muted: bool, actor: str
+    ) -> None:
+        self._control(
+            lambda: self.focus.set_muted(conference_id, participant_id, muted, self._now(), actor)
+        )
+
+    async def set_locked(self, conference_id: str, locked: bool, actor: str) -> None:
+        self._control(lambda: self.focus.set_locked(conference_id, locked, self._now(), actor))
+
+    async def dial_out(self, conference_id: str, uri: str, actor: str) -> str:
+        try:
+            pid, actions = self.focus.dial_out(conference_id, uri, self._now(), actor)
+        except FocusError as exc:
+            raise _control_error(exc) from exc
+        self._run(actions)
+        return pid
+
+    async def health(self) -> dict[str, bool]:
+        nodes = self.pool.nodes
+        return {"sip": True, "esl": bool(nodes) and any(n.connected for n in nodes)}
+
+
+def _control_error(exc: FocusError) -> Exception:
+    if exc.code == "conference_not_found":
+        return ConferenceNotFoundError(str(exc))
+    if exc.code == "participant_not_found":
+        return ParticipantNotFoundError(str(exc))
+    if exc.code in ("media_unavailable",):
+        return MediaUnavailableError(str(exc))
+    return ConflictError(str(exc))
+
+
+def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, datetime):
+            out[key] = value.isoformat()
+        elif key in ("dialog", "mrfp_dialog"):
+            continue  # internal SIP state stays out of the public stream
+        else:
+            out[key] = value
+    return out
+
+
+def _log_failure(future: Any) -> None:
+    exc = future.exception()
+    if exc is not None:
+        log.error("persisting a change failed: %s", exc, exc_info=exc)
