@@ -276,9 +276,7 @@ def _format_errors(exc: ValidationError, origin: Mapping[str, str], source: str)
     return "\n".join(lines)
 
 
-def load_settings(
-    path: str | Path | None = None, env: Mapping[str, str] | None = None
-) -> Settings:
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Read the TOML file (`path`, else $MRFC_CONFIG, else defaults only), then env overrides.
 
     Raises SettingsError naming every bad option.

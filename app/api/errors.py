@@ -133,6 +133,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
 # For the OpenAPI document: what each error status looks like.
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {
-        s: {"model": ErrorBody, "description": HTTPStatus(s).phrase} for s in statuses
-    }
+    return {s: {"model": ErrorBody, "description": HTTPStatus(s).phrase} for s in statuses}

@@ -11,7 +11,10 @@ from app.db.models import Conference, Participant, Subscriber
 
 T = TypeVar("T")
 
-SIP_URI_PATTERN = r"^sips?:[^\s@<>]+@[^\s<>]+$"
+# No whitespace, angle brackets or control characters: the URI goes into SIP headers as is,
+# and PostgreSQL refuses NUL in text.
+SIP_URI_PATTERN = r"^sips?:[^\s@<>\x00-\x1f\x7f]+@[^\s<>\x00-\x1f\x7f]+$"
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 
 ConferenceStateName = Literal["active", "ended"]
 # RFC 4575 §5.6.4
@@ -134,12 +137,20 @@ class SubscriberCreate(BaseModel):
     )
     password: str = Field(min_length=1, max_length=256, description="Stored only as HA1")
     impi: str | None = Field(
-        default=None, min_length=1, max_length=256, description="Default: the IMPU's user part"
+        default=None,
+        min_length=1,
+        max_length=256,
+        pattern=PRINTABLE,
+        description="Default: the IMPU's user part",
     )
     realm: str | None = Field(
-        default=None, min_length=1, max_length=256, description="Default: the IMPU's domain"
+        default=None,
+        min_length=1,
+        max_length=256,
+        pattern=PRINTABLE,
+        description="Default: the IMPU's domain",
     )
-    scscf: str | None = Field(default=None, max_length=512)
+    scscf: str | None = Field(default=None, max_length=512, pattern=PRINTABLE)
     barred: bool = False
 
 
@@ -147,7 +158,7 @@ class SubscriberPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     password: str | None = Field(default=None, min_length=1, max_length=256)
-    scscf: str | None = Field(default=None, max_length=512)
+    scscf: str | None = Field(default=None, max_length=512, pattern=PRINTABLE)
     barred: bool | None = None
 
 

@@ -228,9 +228,7 @@ class Subscriber(Base):
     ha1: Mapped[str] = mapped_column(Text)
     scscf: Mapped[str | None] = mapped_column(Text)
     barred: Mapped[bool] = mapped_column(IntBool, default=False, server_default=text("0"))
-    created_at: Mapped[datetime] = mapped_column(
-        TIMESTAMP, server_default=func.current_timestamp()
-    )
+    created_at: Mapped[datetime] = mapped_column(TIMESTAMP, server_default=func.current_timestamp())
 
 
 class FilterCriterion(Base):

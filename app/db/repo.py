@@ -233,9 +233,7 @@ def participant_counts(
     return counts
 
 
-def load_active_conferences(
-    session: Session, *, owner_node: str | None = None
-) -> list[Conference]:
+def load_active_conferences(session: Session, *, owner_node: str | None = None) -> list[Conference]:
     """Active conferences with their present participants and live subscriptions loaded.
 
     Used on start to rebuild the in-memory focus state (dialogs come from `dialog_state`).

@@ -153,9 +153,7 @@ async def test_participants(env: Env, client: httpx.AsyncClient) -> None:
     assert one.json()["id"] == f"{conf}-p1"
 
 
-async def test_pagination_walks_every_conference_once(
-    env: Env, client: httpx.AsyncClient
-) -> None:
+async def test_pagination_walks_every_conference_once(env: Env, client: httpx.AsyncClient) -> None:
     ids = seed(env, 5, participants=0)
     seen: list[str] = []
     params: dict[str, str | int] = {"limit": 2}
@@ -304,9 +302,7 @@ async def test_bad_bodies_are_422(
     env: Env, client: httpx.AsyncClient, method: str, path: str, body: object
 ) -> None:
     (conf,) = seed(env)
-    resp = await client.request(
-        method, _url(path, conf), json=body, headers=env.auth("admin")
-    )
+    resp = await client.request(method, _url(path, conf), json=body, headers=env.auth("admin"))
     assert_error(resp, 422, "validation_error")
     assert env.control.calls == []
 
@@ -326,3 +322,36 @@ async def test_openapi_and_docs(client: httpx.AsyncClient) -> None:
         "/metrics",
     } <= paths
     assert (await client.get("/docs")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/conferences/a%00b",
+        "/conferences/" + "x" * 300,
+        "/conferences/{c}/participants/a%00b",
+        "/conferences/a%00b/participants",
+    ],
+)
+async def test_odd_ids_are_404_not_500(env: Env, client: httpx.AsyncClient, path: str) -> None:
+    (conf,) = seed(env)
+    assert_error(await client.get(V1 + path.format(c=conf), headers=env.auth("admin")), 404)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/conferences/{c}/participants", {"uri": "sip:a\x00b@example.com"}),
+        ("POST", "/subscribers", {"impu": "sip:a@b", "password": "p", "realm": "r\x00"}),
+        ("GET", "/subscribers/99999999999999999999999", None),
+        ("GET", "/subscribers/0", None),
+    ],
+)
+async def test_odd_input_is_422_not_500(
+    env: Env, client: httpx.AsyncClient, method: str, path: str, body: object
+) -> None:
+    (conf,) = seed(env)
+    resp = await client.request(
+        method, V1 + path.format(c=conf), json=body, headers=env.auth("admin")
+    )
+    assert_error(resp, 422, "validation_error")

@@ -38,9 +38,14 @@ Cursor = Annotated[
 ]
 
 
+def _plausible_id(value: str) -> bool:
+    """Ids are short and printable; anything else cannot exist (and PostgreSQL refuses NUL)."""
+    return 0 < len(value) <= 64 and value.isprintable()
+
+
 def _conference_out(ctx: AppContext, conference_id: str) -> ConferenceOut:
     with ctx.session_factory() as session:
-        conf = repo.get_conference(session, conference_id)
+        conf = repo.get_conference(session, conference_id) if _plausible_id(conference_id) else None
         if conf is None:
             raise ApiError(404, "conference_not_found", f"no conference {conference_id}")
         count = repo.participant_counts(session, [conf.id])[conf.id]
@@ -49,9 +54,11 @@ def _conference_out(ctx: AppContext, conference_id: str) -> ConferenceOut:
 
 def _participant_out(ctx: AppContext, conference_id: str, participant_id: str) -> ParticipantOut:
     with ctx.session_factory() as session:
-        if repo.get_conference(session, conference_id) is None:
+        if not _plausible_id(conference_id) or repo.get_conference(session, conference_id) is None:
             raise ApiError(404, "conference_not_found", f"no conference {conference_id}")
-        part = repo.get_participant(session, conference_id, participant_id)
+        part = None
+        if _plausible_id(participant_id):
+            part = repo.get_participant(session, conference_id, participant_id)
         if part is None:
             raise ApiError(
                 404, "participant_not_found", f"no participant {participant_id} in this conference"
@@ -82,9 +89,7 @@ def list_conferences(
     )
 
 
-@router.get(
-    "/{conference_id}", response_model=ConferenceOut, responses=error_responses(404)
-)
+@router.get("/{conference_id}", response_model=ConferenceOut, responses=error_responses(404))
 def get_conference(_: Reader, ctx: Context, conference_id: str) -> ConferenceOut:
     return _conference_out(ctx, conference_id)
 
@@ -131,11 +136,9 @@ def list_participants(
     limit: Limit = repo.DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> Page[ParticipantOut]:
-    if repo.get_conference(session, conference_id) is None:
+    if not _plausible_id(conference_id) or repo.get_conference(session, conference_id) is None:
         raise ApiError(404, "conference_not_found", f"no conference {conference_id}")
-    page = repo.list_participants(
-        session, conference_id, status=status, limit=limit, cursor=cursor
-    )
+    page = repo.list_participants(session, conference_id, status=status, limit=limit, cursor=cursor)
     return Page[ParticipantOut](
         items=[ParticipantOut.of(p) for p in page.items], next_cursor=page.next_cursor
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 
 from app.api.deps import Admin, DbSession
 from app.api.errors import ApiError, error_responses
@@ -19,6 +19,10 @@ router = APIRouter(
     tags=["subscribers"],
     responses=error_responses(401, 403, 422),
 )
+
+
+# Bounded so no database sees an integer it cannot hold (SQLite overflows past 2**63).
+SubscriberId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 def _not_found(subscriber_id: int) -> ApiError:
@@ -38,9 +42,7 @@ def list_subscribers(
     )
 
 
-@router.post(
-    "", response_model=SubscriberOut, status_code=201, responses=error_responses(409)
-)
+@router.post("", response_model=SubscriberOut, status_code=201, responses=error_responses(409))
 def add_subscriber(
     _: Admin, session: DbSession, body: SubscriberCreate, response: Response
 ) -> SubscriberOut:
@@ -60,7 +62,7 @@ def add_subscriber(
 
 
 @router.get("/{subscriber_id}", response_model=SubscriberOut, responses=error_responses(404))
-def get_subscriber(_: Admin, session: DbSession, subscriber_id: int) -> SubscriberOut:
+def get_subscriber(_: Admin, session: DbSession, subscriber_id: SubscriberId) -> SubscriberOut:
     row = repo.get_subscriber(session, subscriber_id)
     if row is None:
         raise _not_found(subscriber_id)
@@ -69,7 +71,7 @@ def get_subscriber(_: Admin, session: DbSession, subscriber_id: int) -> Subscrib
 
 @router.patch("/{subscriber_id}", response_model=SubscriberOut, responses=error_responses(404))
 def update_subscriber(
-    _: Admin, session: DbSession, subscriber_id: int, body: SubscriberPatch
+    _: Admin, session: DbSession, subscriber_id: SubscriberId, body: SubscriberPatch
 ) -> SubscriberOut:
     with session.begin():
         row = repo.update_subscriber(
@@ -81,7 +83,7 @@ def update_subscriber(
 
 
 @router.delete("/{subscriber_id}", status_code=204, responses=error_responses(404))
-def remove_subscriber(_: Admin, session: DbSession, subscriber_id: int) -> Response:
+def remove_subscriber(_: Admin, session: DbSession, subscriber_id: SubscriberId) -> Response:
     with session.begin():
         if not repo.remove_subscriber(session, subscriber_id):
             raise _not_found(subscriber_id)
