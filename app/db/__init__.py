@@ -7,6 +7,7 @@ from app.db.session import (
     make_session_factory,
     normalize_url,
     ping,
+    run_db,
     session_scope,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "migrate",
     "normalize_url",
     "ping",
+    "run_db",
     "session_scope",
 ]

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 SessionFactory = sessionmaker[Session]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -61,6 +65,25 @@ def session_scope(factory: SessionFactory) -> Iterator[Session]:
     """One transaction: commit on success, roll back on any exception."""
     with factory() as session, session.begin():
         yield session
+
+
+async def run_db(
+    factory: SessionFactory,
+    fn: Callable[Concatenate[Session, P], R],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> R:
+    """`fn(session, ...)` in one transaction on a worker thread, for asyncio callers.
+
+    The database driver blocks; running it on the event loop would stall SIP timers.
+    Example: `conf = await run_db(factory, repo.create_conference, uri=..., factory_uri=...)`.
+    """
+
+    def call() -> R:
+        with session_scope(factory) as session:
+            return fn(session, *args, **kwargs)
+
+    return await asyncio.to_thread(call)
 
 
 def ping(factory: SessionFactory) -> bool:

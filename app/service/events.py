@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -22,9 +23,27 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+class ChangeKind(StrEnum):
+    """The kinds of change published here and recorded in the event log (same names)."""
+
+    CONFERENCE_CREATED = "conference.created"
+    CONFERENCE_LOCKED = "conference.locked"
+    CONFERENCE_UNLOCKED = "conference.unlocked"
+    CONFERENCE_ENDED = "conference.ended"
+    PARTICIPANT_DIALING = "participant.dialing"
+    PARTICIPANT_JOINED = "participant.joined"
+    PARTICIPANT_STATUS = "participant.status"
+    PARTICIPANT_MUTED = "participant.muted"
+    PARTICIPANT_UNMUTED = "participant.unmuted"
+    PARTICIPANT_LEFT = "participant.left"
+    PARTICIPANT_KICKED = "participant.kicked"
+    SUBSCRIPTION_ADDED = "subscription.added"
+    SUBSCRIPTION_ENDED = "subscription.ended"
+
+
 @dataclass(frozen=True, slots=True)
 class ChangeEvent:
-    """One change, e.g. kind="participant.joined" / "participant.muted" / "conference.ended"."""
+    """One change: `kind` is a ChangeKind value (a plain string is accepted too)."""
 
     kind: str
     conference_id: str | None = None

@@ -57,14 +57,16 @@ def assert_error(resp: httpx.Response, status: int, code: str | None = None) -> 
 
 # --- access -----------------------------------------------------------------------------------
 
-WRITE_CALLS = [
+Call = tuple[str, str, dict[str, object] | None]
+
+WRITE_CALLS: list[Call] = [
     ("PATCH", "/conferences/{c}", {"locked": True}),
     ("DELETE", "/conferences/{c}", None),
     ("POST", "/conferences/{c}/participants", {"uri": "sip:user3_public1@home1.net"}),
     ("PATCH", "/conferences/{c}/participants/{p}", {"muted": True}),
     ("DELETE", "/conferences/{c}/participants/{p}", None),
 ]
-READ_CALLS = [
+READ_CALLS: list[Call] = [
     ("GET", "/conferences", None),
     ("GET", "/conferences/{c}", None),
     ("GET", "/conferences/{c}/participants", None),

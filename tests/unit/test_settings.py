@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from app.settings import Settings, SettingsError, load_settings
 
@@ -160,5 +161,5 @@ def test_missing_and_broken_files(tmp_path: Path) -> None:
 
 def test_settings_are_immutable() -> None:
     s = Settings()
-    with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen error type is internal
-        s.sip.listen_port = 1  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="frozen"):
+        s.sip.listen_port = 1

@@ -9,7 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from app.db import SessionFactory, make_engine, migrate, repo, session_scope
+from app.db import SessionFactory, make_engine, migrate, repo, run_db, session_scope
 from app.db.migrate import current_revision
 from app.db.models import Base, EndpointStatus
 
@@ -236,3 +236,15 @@ def test_filter_criteria(factory: SessionFactory) -> None:
         assert [f.priority for f in repo.list_filter_criteria(s)] == [1, 2]
         assert repo.remove_filter_criterion(s, second.id)
         assert [f.priority for f in repo.list_filter_criteria(s)] == [1]
+
+
+async def test_run_db_from_asyncio(factory: SessionFactory) -> None:
+    conf = await run_db(
+        factory, repo.create_conference, uri="sip:conf-z@mrfc1.home1.net", factory_uri="sip:f@x"
+    )
+    await run_db(factory, repo.append_event, "conference.created", conference_id=conf.id)
+    with pytest.raises(repo.RepositoryError):
+        # The failing transaction is rolled back and the error reaches the caller.
+        await run_db(factory, repo.add_participant, "missing", uri="sip:a@b")
+    page = await run_db(factory, repo.list_events, conference_id=conf.id)
+    assert [e.kind for e in page.items] == ["conference.created"]
