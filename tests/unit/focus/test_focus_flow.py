@@ -1,0 +1,369 @@
+"""The focus core driven without sockets: the conference flow, step by step."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+
+import pytest
+
+from app.focus.actions import Action, Changed, Respond, SendAck, SendRequest, SetTimer
+from app.focus.conference_info import ConferenceView, EndpointStatus
+from app.focus.core import Focus, FocusConfig
+from app.focus.media import MemberAdded, MemberRemovalCause, MemberRemoved
+from app.sip.message import Request, Response, parse_datagram
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+SDP_UE = (
+    "v=0\r\no=ue 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio 40000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
+    "a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
+)
+SDP_MRFP = (
+    "v=0\r\no=mrfp 7 7 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio 20000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
+    "a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
+)
+QOS_OFFER = (
+    "a=curr:qos local none\r\na=curr:qos remote none\r\n"
+    "a=des:qos mandatory local sendrecv\r\na=des:qos optional remote sendrecv\r\n"
+)
+
+
+class Ids:
+    def __init__(self) -> None:
+        self._n = itertools.count(1)
+
+    def conference_id(self) -> str:
+        return f"c{next(self._n)}"
+
+    def participant_id(self) -> str:
+        return f"p{next(self._n)}"
+
+    def tag(self) -> str:
+        return f"t{next(self._n)}"
+
+    def call_id(self) -> str:
+        return f"call{next(self._n)}@focus"
+
+    def via(self, transport: str) -> str:
+        return f"SIP/2.0/{transport} 127.0.0.1:5070;rport;branch=z9hG4bK-{next(self._n)}"
+
+
+def make_focus() -> Focus:
+    config = FocusConfig(
+        factory_uris=["sip:conf-factory1@mrfc1.home1.net"],
+        conference_domain="mrfc1.home1.net",
+        local_contact="sip:mrfc@127.0.0.1:5070",
+        mrfp_uri={"mrfp1": "sip:127.0.0.1:5080"},
+        participant_limit=3,
+        outbound_proxy="sip:127.0.0.1:6060;lr",
+    )
+    return Focus(config, Ids())
+
+
+def request(
+    method: str,
+    uri: str,
+    *,
+    user: str,
+    call_id: str,
+    cseq: int,
+    to_tag: str | None = None,
+    from_tag: str = "ue",
+    headers: list[tuple[str, str]] | None = None,
+    body: str = "",
+) -> Request:
+    to = f"<{uri}>" + (f";tag={to_tag}" if to_tag else "")
+    lines = [
+        ("Via", f"SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bK-{call_id}-{cseq}-{method}"),
+        ("Max-Forwards", "70"),
+        ("From", f"<sip:{user}@home1.net>;tag={from_tag}"),
+        ("To", to),
+        ("Call-ID", call_id),
+        ("CSeq", f"{cseq} {method}"),
+        ("Contact", f"<sip:{user}@127.0.0.1:7000>"),
+        *(headers or []),
+    ]
+    if body:
+        lines.append(("Content-Type", "application/sdp"))
+    # Through bytes, as a transport would hand it over.
+    return parse_datagram(bytes(Request(method, uri, lines, body.encode())))  # type: ignore[return-value]
+
+
+def of(kind: type, actions: list[Action]) -> list:  # type: ignore[type-arg]
+    return [a for a in actions if isinstance(a, kind)]
+
+
+def responses(actions: list[Action]) -> list[Response]:
+    return [a.response for a in of(Respond, actions)]
+
+
+def answer_mrfp(focus: Focus, actions: list[Action], status: int = 200) -> list[Action]:
+    """Let the MRFP answer the INVITE the focus sent it."""
+    (send,) = [a for a in of(SendRequest, actions) if a.request.method == "INVITE"]
+    invite = send.request
+    assert invite.get("X-Conference")
+    lines = [
+        ("Via", invite.get("Via") or ""),
+        ("From", invite.get("From") or ""),
+        ("To", f"{invite.get('To')};tag=fs1"),
+        ("Call-ID", invite.call_id),
+        ("CSeq", str(invite.cseq)),
+        ("Contact", "<sip:mod_sofia@127.0.0.1:5080>"),
+        ("Content-Type", "application/sdp"),
+    ]
+    resp = Response(status, None, lines, SDP_MRFP.encode() if status == 200 else b"")
+    return focus.on_response(resp, send.context, 1.0, NOW)
+
+
+def join(
+    focus: Focus, uri: str, user: str, call_id: str, *, reliable: bool, body: str = SDP_UE
+) -> tuple[list[Action], Request]:
+    headers = [("Supported", "100rel")] if reliable else []
+    invite = request("INVITE", uri, user=user, call_id=call_id, cseq=1, headers=headers, body=body)
+    first = focus.on_request(invite, object(), 0.0, NOW)
+    return first + answer_mrfp(focus, first), invite
+
+
+def test_create_with_100rel_then_prack_gives_200_with_isfocus() -> None:
+    focus = make_focus()
+    actions, invite = join(
+        focus, "sip:conf-factory1@mrfc1.home1.net", "user1_public1", "a1", reliable=True
+    )
+    assert [c.kind for c in of(Changed, actions)][:1] == ["conference.created"]
+    (conf,) = focus.conferences.values()
+    mrfp_invite = [a for a in of(SendRequest, actions) if a.request.method == "INVITE"][0].request
+    assert mrfp_invite.get("X-Conference") == conf.id
+    assert str(mrfp_invite.uri) == f"sip:conf-{conf.id}@127.0.0.1:5080"
+    assert of(SendAck, actions), "the MRFP's 200 is ACKed"
+    (r183,) = responses(actions)
+    assert r183.status == 183
+    assert r183.get("Require") == "100rel" and r183.get("RSeq") == "1"
+    assert b"m=audio 20000" in r183.body
+    assert any(isinstance(a, SetTimer) and a.key[0] == "100rel" for a in actions)
+    tag = r183.to.tag
+    prack = request(
+        "PRACK",
+        "sip:conf-factory1@mrfc1.home1.net",
+        user="user1_public1",
+        call_id="a1",
+        cseq=2,
+        to_tag=tag,
+        headers=[("RAck", "1 1 INVITE")],
+    )
+    out = focus.on_request(prack, object(), 0.2, NOW)
+    statuses = [(r.status, r.cseq.method) for r in responses(out)]
+    assert statuses == [(200, "PRACK"), (200, "INVITE")]
+    final = responses(out)[1]
+    assert final.get("Contact") == f"<sip:conf-{conf.id}@mrfc1.home1.net>;isfocus"
+    assert "REFER" in (final.get("Allow") or "") and "SUBSCRIBE" in (final.get("Allow") or "")
+    assert final.get("Allow-Events") == "conference, refer"
+    ack = request("ACK", conf.uri, user="user1_public1", call_id="a1", cseq=1, to_tag=tag)
+    joined = focus.on_request(ack, None, 0.3, NOW)
+    assert [c.kind for c in of(Changed, joined)] == ["participant.joined"]
+
+
+def test_prack_for_unknown_rseq_gets_481() -> None:
+    focus = make_focus()
+    actions, _ = join(
+        focus, "sip:conf-factory1@mrfc1.home1.net", "user1_public1", "a1", reliable=True
+    )
+    tag = responses(actions)[0].to.tag
+    prack = request(
+        "PRACK",
+        "sip:x@y",
+        user="user1_public1",
+        call_id="a1",
+        cseq=2,
+        to_tag=tag,
+        headers=[("RAck", "7 1 INVITE")],
+    )
+    assert [r.status for r in responses(focus.on_request(prack, object(), 0.1, NOW))] == [481]
+
+
+def connect(focus: Focus, user: str, call_id: str, uri: str) -> str:
+    return connect_with_actions(focus, user, call_id, uri)[0]
+
+
+def connect_with_actions(
+    focus: Focus, user: str, call_id: str, uri: str
+) -> tuple[str, list[Action]]:
+    actions, _ = join(focus, uri, user, call_id, reliable=False)
+    resp = responses(actions)
+    assert [r.status for r in resp] == [183, 200]
+    assert resp[1].body, "without 100rel the 200 repeats the answer"
+    tag = resp[1].to.tag
+    assert tag is not None
+    ack = request("ACK", uri, user=user, call_id=call_id, cseq=1, to_tag=tag)
+    return tag, focus.on_request(ack, None, 0.5, NOW)
+
+
+def notifies(actions: list[Action]) -> list[Request]:
+    return [a.request for a in of(SendRequest, actions) if a.request.method == "NOTIFY"]
+
+
+def test_subscribe_join_leave_notifies_with_rising_versions() -> None:
+    focus = make_focus()
+    connect(focus, "user1_public1", "a1", "sip:conf-factory1@mrfc1.home1.net")
+    (conf,) = focus.conferences.values()
+    sub = request(
+        "SUBSCRIBE",
+        conf.uri,
+        user="user1_public1",
+        call_id="s1",
+        cseq=1,
+        headers=[("Event", "conference"), ("Expires", "600")],
+    )
+    out = focus.on_request(sub, object(), 1.0, NOW)
+    assert [r.status for r in responses(out)] == [200]
+    (first,) = notifies(out)
+    assert first.get("Event") == "conference"
+    assert first.get("Subscription-State") == "active;expires=600"
+    assert first.content_type == "application/conference-info+xml"
+    view = ConferenceView()
+    info = view.receive(first.body)
+    assert set(info.users) == {"sip:user1_public1@home1.net"}
+
+    tag2, joined = connect_with_actions(focus, "user2_public1", "b1", conf.uri)
+    (join_notify,) = notifies(joined)
+    info = view.receive(join_notify.body)
+    assert set(info.users) == {"sip:user1_public1@home1.net", "sip:user2_public1@home1.net"}
+    out = focus.on_request(
+        request("BYE", conf.uri, user="user2_public1", call_id="b1", cseq=2, to_tag=tag2),
+        object(),
+        2.0,
+        NOW,
+    )
+    assert [r.status for r in responses(out)] == [200]
+    assert [a.request.method for a in of(SendRequest, out) if a.request.method == "BYE"] == [
+        "BYE"
+    ], "the MRFP leg is hung up"
+    (leave_notify,) = notifies(out)
+    info = view.receive(leave_notify.body)  # version 3 follows version 2 (the join)
+    assert set(info.users) == {"sip:user1_public1@home1.net"}
+    assert b'version="3"' in leave_notify.body
+    assert b"departed" in leave_notify.body
+    assert view.version == 3
+
+
+def test_negative_answers() -> None:
+    focus = make_focus()
+    invite = request(
+        "INVITE", "sip:conf-nosuch@mrfc1.home1.net", user="u", call_id="x", cseq=1, body=SDP_UE
+    )
+    assert [r.status for r in responses(focus.on_request(invite, object(), 0, NOW))] == [404]
+    bye = request("BYE", "sip:conf-x@mrfc1.home1.net", user="u", call_id="y", cseq=2, to_tag="zz")
+    assert [r.status for r in responses(focus.on_request(bye, object(), 0, NOW))] == [481]
+    connect(focus, "user1_public1", "a1", "sip:conf-factory1@mrfc1.home1.net")
+    (conf,) = focus.conferences.values()
+    sub = request(
+        "SUBSCRIBE", conf.uri, user="u", call_id="s", cseq=1, headers=[("Event", "presence")]
+    )
+    (resp,) = responses(focus.on_request(sub, object(), 0, NOW))
+    assert resp.status == 489 and resp.get("Allow-Events") == "conference"
+    refer = request(
+        "REFER",
+        conf.uri,
+        user="stranger",
+        call_id="r",
+        cseq=1,
+        headers=[("Refer-To", "<sip:user3_public1@home1.net>")],
+    )
+    assert [r.status for r in responses(focus.on_request(refer, object(), 0, NOW))] == [403]
+    focus.set_locked(conf.id, True, 0)
+    invite = request("INVITE", conf.uri, user="user2_public1", call_id="b", cseq=1, body=SDP_UE)
+    assert [r.status for r in responses(focus.on_request(invite, object(), 0, NOW))] == [403]
+    focus.set_locked(conf.id, False, 0)
+    connect(focus, "user2_public1", "b1", conf.uri)
+    connect(focus, "user3_public1", "c1", conf.uri)
+    invite = request("INVITE", conf.uri, user="user4", call_id="d", cseq=1, body=SDP_UE)
+    (full,) = responses(focus.on_request(invite, object(), 0, NOW))
+    assert full.status == 486
+
+
+def test_preconditions_hold_the_200_until_the_update() -> None:
+    focus = make_focus()
+    actions, _ = join(
+        focus,
+        "sip:conf-factory1@mrfc1.home1.net",
+        "user1_public1",
+        "a1",
+        reliable=True,
+        body=SDP_UE + QOS_OFFER,
+    )
+    (r183,) = responses(actions)
+    assert b"a=des:qos" in r183.body and b"a=conf:qos remote sendrecv" in r183.body
+    to_the_mrfp = [a for a in of(SendRequest, actions) if a.request.method == "INVITE"][0]
+    assert b"qos" not in to_the_mrfp.request.body, "the MRFP never sees precondition lines"
+    tag = r183.to.tag
+    prack = request(
+        "PRACK",
+        "sip:x@y",
+        user="u",
+        call_id="a1",
+        cseq=2,
+        to_tag=tag,
+        headers=[("RAck", "1 1 INVITE")],
+    )
+    out = focus.on_request(prack, object(), 0.1, NOW)
+    assert [(r.status, r.cseq.method) for r in responses(out)] == [(200, "PRACK")]
+    met = SDP_UE.replace("o=ue 1 1", "o=ue 1 2") + QOS_OFFER.replace(
+        "curr:qos local none", "curr:qos local sendrecv"
+    )
+    update = request("UPDATE", "sip:x@y", user="u", call_id="a1", cseq=3, to_tag=tag, body=met)
+    out = focus.on_request(update, object(), 0.2, NOW)
+    assert [(r.status, r.cseq.method) for r in responses(out)] == [(200, "UPDATE"), (200, "INVITE")]
+    assert b"a=curr:qos remote sendrecv" in responses(out)[0].body
+
+
+def test_kick_from_the_mrfp_byes_the_ue_and_notifies_booted() -> None:
+    focus = make_focus()
+    connect(focus, "user1_public1", "a1", "sip:conf-factory1@mrfc1.home1.net")
+    (conf,) = focus.conferences.values()
+    connect(focus, "user2_public1", "b1", conf.uri)
+    sub = request(
+        "SUBSCRIBE",
+        conf.uri,
+        user="user1_public1",
+        call_id="s1",
+        cseq=1,
+        headers=[("Event", "conference")],
+    )
+    focus.on_request(sub, object(), 1.0, NOW)
+    victim = next(p for p in conf.participants.values() if p.aor.startswith("sip:user2"))
+    focus.on_media_event(MemberAdded("mrfp1", conf.id, "7", victim.mrfp_call_id), 1.0, NOW)
+    assert victim.member_id == "7"
+    out = focus.on_media_event(
+        MemberRemoved("mrfp1", conf.id, "7", victim.mrfp_call_id, MemberRemovalCause.KICKED),
+        2.0,
+        NOW,
+    )
+    byes = [a.request for a in of(SendRequest, out) if a.request.method == "BYE"]
+    assert [str(b.uri) for b in byes] == ["sip:user2_public1@127.0.0.1:7000"]
+    (note,) = notifies(out)
+    assert b"booted" in note.body
+    assert victim.status is EndpointStatus.DISCONNECTED
+
+
+@pytest.mark.parametrize("no_sub", [False, True])
+def test_refer_to_the_focus_dials_out(no_sub: bool) -> None:
+    focus = make_focus()
+    tag = connect(focus, "user1_public1", "a1", "sip:conf-factory1@mrfc1.home1.net")
+    (conf,) = focus.conferences.values()
+    headers = [("Refer-To", "<sip:user3_public1@home1.net>")]
+    if no_sub:
+        headers.append(("Refer-Sub", "false"))
+    refer = request(
+        "REFER", conf.uri, user="user1_public1", call_id="a1", cseq=2, to_tag=tag, headers=headers
+    )
+    out = focus.on_request(refer, object(), 1.0, NOW)
+    assert [r.status for r in responses(out)] == [202]
+    invites = [a for a in of(SendRequest, out) if a.request.method == "INVITE"]
+    assert len(invites) == 1
+    dial = invites[0]
+    assert str(dial.request.uri) == "sip:user3_public1@home1.net"
+    assert dial.request.get("Route") == "<sip:127.0.0.1:6060;lr>"
+    assert not dial.request.body, "late offer: the user's 200 carries the offer"
+    sipfrags = [n for n in notifies(out) if n.get("Event") == "refer"]
+    assert [n.body for n in sipfrags] == ([] if no_sub else [b"SIP/2.0 100 Trying\r\n"])
