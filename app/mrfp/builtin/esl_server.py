@@ -436,9 +436,7 @@ class EslServer:
             conn.send(render_api_response(body))
         elif name == "bgapi":
             job_uuid = command.header("Job-UUID") or str(uuid.uuid4())
-            conn.send(
-                render_command_reply(f"+OK Job-UUID: {job_uuid}", (("Job-UUID", job_uuid),))
-            )
+            conn.send(render_command_reply(f"+OK Job-UUID: {job_uuid}", (("Job-UUID", job_uuid),)))
             try:
                 body = execute_api(self.registry, command.arg, self._started)
             except Exception:
