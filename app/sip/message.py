@@ -12,6 +12,7 @@ unchanged.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -161,6 +162,21 @@ class Message:
                 else:
                     del self.headers[i]
                 break
+        self._cache.clear()
+
+    def set_top_via(self, via: Via) -> None:
+        """Write `via` in place of the topmost Via value, leaving every other one as it was
+        (RFC 3261 §18.2.1: received/rport go into the top Via)."""
+        for i, (name, value) in enumerate(self.headers):
+            if name == "Via":
+                rest = split_commas(value)[1:]
+                self.headers[i] = ("Via", ", ".join([str(via), *rest]))
+                self._cache.clear()
+                return
+        raise ParseError("Missing Via header")
+
+    def headers_changed(self) -> None:
+        """Forget parsed header values after editing `headers` directly."""
         self._cache.clear()
 
     # -- typed access (parsed once, cached) -------------------------------------------------
@@ -755,6 +771,69 @@ def make_response(
     return resp
 
 
+# Headers a response copies from its request (RFC 3261 §8.2.6.2).
+_COPIED = ("Via", "From", "To", "Call-ID", "CSeq")
+_FOLDING = re.compile(r"[ \t]*\r?\n[ \t]+")
+
+
+def error_response(
+    data: bytes, error: ParseError, *, to_tag: str | None = None
+) -> Response | None:
+    """The stateless error response for a request that failed to parse or validate.
+
+    RFC 3261 §8.2.6 (and RFC 4475 throughout): a malformed request gets a 400 (or the status
+    the error names: 505, 513 ...) whose reason phrase says what is wrong. The headers a
+    response needs are salvaged line by line from the raw bytes, so even a request whose start
+    line or other headers are broken can be answered. Returns None when no answer is possible
+    or allowed: a response (never answered, §17.1.3), or no readable Via to send it to (§18.2.2).
+    """
+    head = data.lstrip(b"\r\n")
+    split = _split_head(head[:MAX_MESSAGE_SIZE], stream=False)
+    assert split is not None
+    # Unfold first (RFC 3261 §7.3.1): not the hot path, so a regex is fine here.
+    text = _FOLDING.sub(" ", split[0].decode(_ENC, _ERR))
+    lines = text.replace("\r\n", "\n").split("\n")
+    if lines[0].upper().startswith("SIP/"):
+        return None
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        raw_name, colon, value = line.partition(":")
+        name = canonical_name(raw_name.strip()) if colon else ""
+        if name in _COPIED:
+            headers.append((name, value.strip()))
+    if lenient_top_via(headers) is None:
+        return None
+    reason = escape_reason(error.reason)[:120] or REASON_PHRASES.get(error.status, "")
+    if to_tag is not None and sum(1 for n, _ in headers if n == "To") == 1:
+        headers = [(n, _with_tag(v, to_tag) if n == "To" else v) for n, v in headers]
+    return Response(error.status, reason, headers)
+
+
+def lenient_top_via(headers: list[tuple[str, str]]) -> Via | None:
+    """The top Via of possibly malformed headers, as far as it can be read: whole, or else its
+    sent-protocol and sent-by alone (enough to send a 400 back, RFC 4475 §3.1.2.1 badinv01)."""
+    for name, value in headers:
+        if name == "Via":
+            top = split_commas(value)[0] if value else ""
+            for text in (top, top.partition(";")[0]):
+                try:
+                    return Via.parse(text)
+                except ParseError:
+                    continue
+            return None
+    return None
+
+
+def _with_tag(to_value: str, tag: str) -> str:
+    """RFC 3261 §8.2.6.2: the UAS adds a To tag to a final response (if the To parses)."""
+    try:
+        if NameAddr.parse(to_value).tag is None:
+            return f"{to_value};tag={tag}"
+    except ParseError:
+        pass
+    return to_value
+
+
 def escape_reason(text: str) -> str:
     """A reason phrase may not contain CR/LF (RFC 3261 §25.1)."""
     return " ".join(text.replace("\r", " ").replace("\n", " ").split())
@@ -772,7 +851,9 @@ __all__ = [
     "Response",
     "SipUri",
     "StreamFramer",
+    "error_response",
     "escape_reason",
+    "lenient_top_via",
     "make_response",
     "parse_datagram",
     "parse_head",

@@ -2,8 +2,8 @@
 
 A typical INVITE as the S-CSCF relays it to the MRFC-AS (two Vias, two Record-Routes,
 P-Asserted-Identity, Supported, Allow, Session-Expires, an SDP offer) and the 200 OK the focus
-answers with. Each round really parses the start line and every header boundary from fresh bytes and serializes the
-result; header values stay lazy, as on the real receive path.
+answers with. Each round really parses the start line and every header boundary from fresh
+bytes and serializes the result; header values stay lazy, as on the real receive path.
 
     .venv/bin/python tests/bench/bench_sip.py
 """
