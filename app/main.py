@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 
 from app.api import create_app
 from app.db.migrate import migrate
@@ -35,8 +35,8 @@ def focus_config(settings: Settings) -> FocusConfig:
         mrfp_uri={n.name: f"sip:{n.sip_host}:{n.sip_port}" for n in settings.mrfp.nodes},
         participant_limit=settings.conference.max_participants,
         outbound_proxy=sip.outbound_proxy or None,
-        t1=settings.timers.t1,
-        t2=settings.timers.t2,
+        t1=settings.timers.t1_ms / 1000,
+        t2=settings.timers.t2_ms / 1000,
     )
 
 
@@ -55,7 +55,9 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
         transport,
         sip.contact_host,
         sip.listen_port,
-        timers=Timers(settings.timers.t1, settings.timers.t2, settings.timers.t4),
+        timers=Timers(
+            settings.timers.t1_ms / 1000, settings.timers.t2_ms / 1000, settings.timers.t4_ms / 1000
+        ),
     )
     transport.on_message = endpoint.receive
     nodes = [
@@ -83,7 +85,8 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
             lifespan="on",
         )
     )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    # The process's own handlers stop everything in order; uvicorn must not take the signals.
+    server.capture_signals = nullcontext  # type: ignore[method-assign,assignment]
     await transport.start()
     await service.start()
     api_task = asyncio.create_task(server.serve())
