@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 import numpy as np
 import pytest
@@ -127,10 +127,10 @@ async def run_phones(phones: Iterable[Phone], seconds: float, senders: Iterable[
         phone.drain()
 
 
-async def wait_for(condition: object, timeout: float = 10.0) -> None:
+async def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while not condition():  # type: ignore[operator]
+    while not condition():
         if loop.time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
@@ -277,3 +277,22 @@ async def test_ports_are_even_pairs_and_released(
     await engine.remove_member("3")
     assert await engine.add_member("c4", "extra") == ports[3]
     assert "3" not in engine.members("c4")
+
+
+async def test_unroutable_sdp_address_latches_to_the_rtp_source(
+    engine_events: tuple[MediaEngine, list[EngineEvent]],
+) -> None:
+    engine, _ = engine_events
+    a, b = Phone(440.0), Phone(660.0)
+    try:
+        a.target = await engine.add_member("c5", "a")
+        b.target = await engine.add_member("c5", "b")
+        engine.set_remote("a", "0.0.0.0", 4000, "PCMU", 0, None)  # e.g. a UE behind NAT
+        engine.set_remote("b", "127.0.0.1", b.port, "PCMU", 0, None)
+        await run_phones([a, b], 1.0, [a, b])
+        assert engine.member_state("a").remote == ("127.0.0.1", a.port)
+        heard = a.recording()[int(0.4 * RATE) :]
+        assert band_energy(heard, 660.0) > 30 * band_energy(heard, 440.0)
+    finally:
+        a.close()
+        b.close()
