@@ -30,10 +30,9 @@ def free_port_range(count: int, host: str = "127.0.0.1") -> int:
     """The first of `count` consecutive ports that are all free (UDP and TCP), e.g. for RTP."""
     for _ in range(200):
         first = free_port(host)
-        if first % 2:
-            continue
+        first += first % 2  # RTP wants an even first port (RFC 3550 §11)
         ok = True
-        for port in range(first + 1, first + count):
+        for port in range(first, first + count):
             try:
                 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
                     udp.bind((host, port))
