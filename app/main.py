@@ -139,3 +139,22 @@ def main(settings: Settings) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from app.settings import SettingsError, load_settings
+
+    parser = argparse.ArgumentParser(prog="python -m app.main", description=__doc__)
+    parser.add_argument("--config", help="TOML configuration file (default: $MRFC_CONFIG)")
+    args = parser.parse_args()
+    try:
+        loaded = load_settings(args.config)
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    logging.basicConfig(
+        level=loaded.log.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    sys.exit(main(loaded))
