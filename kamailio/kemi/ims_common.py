@@ -110,7 +110,9 @@ class UriParts:
     params: dict[str, str]
 
 
-_URI_RE = re.compile(r"^(?P<scheme>sips?):(?:(?P<user>[^@]*)@)?(?P<hostport>[^;?]*)(?P<rest>.*)$", re.I)
+_URI_RE = re.compile(
+    r"^(?P<scheme>sips?):(?:(?P<user>[^@]*)@)?(?P<hostport>[^;?]*)(?P<rest>.*)$", re.I
+)
 
 
 def parse_uri(uri: str) -> UriParts | None:
@@ -220,9 +222,7 @@ def sql_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def match_ifc(
-    criteria: list[FilterCriterion], method: str, ruri: str
-) -> FilterCriterion | None:
+def match_ifc(criteria: list[FilterCriterion], method: str, ruri: str) -> FilterCriterion | None:
     """The first criterion (lowest priority number, TS 29.228 §B.2.2) matching the request."""
     for criterion in sorted(criteria, key=lambda c: c.priority):
         if criterion.method and criterion.method.upper() != method.upper():

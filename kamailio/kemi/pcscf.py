@@ -55,7 +55,10 @@ def asserted_identity(preferred: list[str], registered: list[str]) -> str | None
 
 
 def registration_from_reply(
-    contacts: list[str], ue_contact: str, service_route: list[str], associated: list[str],
+    contacts: list[str],
+    ue_contact: str,
+    service_route: list[str],
+    associated: list[str],
     to_uri: str,
 ) -> tuple[Registration | None, int]:
     """(registration, expires) from a 200 to REGISTER; (None, 0) when the UE's contact is gone.

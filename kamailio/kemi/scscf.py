@@ -109,9 +109,7 @@ class Scscf:
                 # RFC 3261 §22.4 / RFC 2617 §3.2.1: challenge with qop=auth.
                 ksr.auth.auth_challenge(subscriber.realm, 1)
                 return 1
-            if not credentials_match(
-                subscriber, ksr.pv.get("$au") or "", ksr.pv.get("$ar") or ""
-            ):
+            if not credentials_match(subscriber, ksr.pv.get("$au") or "", ksr.pv.get("$ar") or ""):
                 return common.reply(ksr, 403, "Identities Do Not Match")
             # flags 1: the "password" given is HA1 = MD5(impi:realm:password), as stored.
             if ksr.auth.pv_auth_check(subscriber.realm, subscriber.ha1, 1, 0) < 0:

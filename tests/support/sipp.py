@@ -208,9 +208,7 @@ def start_sipp(
     )  # fmt: skip
     (log_dir / "command.txt").write_text(" ".join(args) + "\n")
     with (log_dir / "stdout.log").open("wb") as out, (log_dir / "stderr.log").open("wb") as err:
-        proc = subprocess.Popen(
-            args, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=log_dir
-        )
+        proc = subprocess.Popen(args, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=log_dir)
     # SIPp's own -timeout ends it; the extra margin covers start-up on a loaded machine.
     return SippProcess(proc, log_dir, port, timeout + 10.0)
 
