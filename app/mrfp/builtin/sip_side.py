@@ -226,7 +226,10 @@ class SipSide:
         if method == "INVITE":
             self._on_invite(request, source, txn)
         elif method == "OPTIONS":
-            self._respond(txn, request, 200, headers=[("Accept", SDP_TYPE)])
+            # RFC 3261 §11.2: what we can do.
+            self._respond(
+                txn, request, 200, headers=[("Accept", SDP_TYPE), *self._dialog_headers()]
+            )
         elif method in ("BYE", "PRACK", "UPDATE", "INFO"):
             self._respond(txn, request, 481)
         else:
@@ -565,7 +568,7 @@ class SipSide:
         elif method in ("INVITE", "UPDATE"):
             self._on_offer(call, request, txn)
         elif method in ("INFO", "OPTIONS"):
-            self._respond(txn, request, 200)
+            self._respond(txn, request, 200, headers=self._dialog_headers())
         else:
             self._respond(txn, request, 405)
 
