@@ -177,6 +177,7 @@ async def test_default_and_max_limit(env: Env, client: httpx.AsyncClient) -> Non
     assert_error(await client.get(f"{V1}/conferences?limit=501", headers=h), 422)
     assert_error(await client.get(f"{V1}/conferences?limit=0", headers=h), 422)
     assert_error(await client.get(f"{V1}/conferences?cursor=zzz", headers=h), 400)
+    assert_error(await client.get(f"{V1}/conferences?cursor=a%00", headers=h), 422)
 
 
 async def test_state_filter(env: Env, client: httpx.AsyncClient) -> None:

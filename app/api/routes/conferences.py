@@ -34,7 +34,12 @@ router = APIRouter(
 
 Limit = Annotated[int, Query(ge=1, le=repo.MAX_LIMIT, description="Page size")]
 Cursor = Annotated[
-    str | None, Query(max_length=512, description="`next_cursor` of the previous page")
+    str | None,
+    Query(
+        max_length=512,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="`next_cursor` of the previous page",
+    ),
 ]
 
 

@@ -34,7 +34,7 @@ def list_subscribers(
     _: Admin,
     session: DbSession,
     limit: Annotated[int, Query(ge=1, le=repo.MAX_LIMIT)] = repo.DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: Annotated[str | None, Query(max_length=512, pattern=r"^[A-Za-z0-9_-]+$")] = None,
 ) -> Page[SubscriberOut]:
     page = repo.list_subscribers(session, limit=limit, cursor=cursor)
     return Page[SubscriberOut](
