@@ -698,6 +698,10 @@ class StreamFramer:
         """Bytes received but not yet framed into a message."""
         return len(self._buffer)
 
+    def buffered(self) -> bytes:
+        """The bytes not yet framed (after a framing error: the offending message first)."""
+        return bytes(self._buffer)
+
 
 # -- validation -----------------------------------------------------------------------------
 
