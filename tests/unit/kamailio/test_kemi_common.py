@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import fake_ksr
 import ims_common as common
 import pytest
 from ims_common import FilterCriterion
-from kemi_fake_ksr import FakeKsr
 
 
 def test_split_header_values_respects_quotes_and_angles() -> None:
@@ -57,7 +57,7 @@ def test_is_own_route_needs_marker_host_and_port() -> None:
 
 
 def test_defines_strip_quotes_and_fall_back() -> None:
-    ksr = FakeKsr(defines={"ICSCF_URI": '"sip:10.0.0.1:4060"', "AUTH_ENABLED": "0",
+    ksr = fake_ksr.FakeKsr(defines={"ICSCF_URI": '"sip:10.0.0.1:4060"', "AUTH_ENABLED": "0",
                            "HOME_DOMAINS": '"a.net, b.net"'})  # fmt: skip
     assert common.define(ksr, "ICSCF_URI", "x") == "sip:10.0.0.1:4060"
     assert common.define(ksr, "MISSING", "dflt") == "dflt"
@@ -101,7 +101,7 @@ def test_sql_literal_escapes_quotes() -> None:
         common.sql_literal("a\x00b")
 
 
-def with_rows(ksr: FakeKsr, rows: list[list[str | None]]) -> None:
+def with_rows(ksr: fake_ksr.FakeKsr, rows: list[list[str | None]]) -> None:
     ksr.pvs["$dbr(hssr=>rows)"] = len(rows)
     for r, row in enumerate(rows):
         for c, value in enumerate(row):
@@ -109,7 +109,7 @@ def with_rows(ksr: FakeKsr, rows: list[list[str | None]]) -> None:
 
 
 def test_hss_reads_subscriber_and_frees_result() -> None:
-    ksr = FakeKsr()
+    ksr = fake_ksr.FakeKsr()
     ksr.returns["sqlops.sql_query"] = 0  # a successful SELECT answers 0
     with_rows(ksr, [["sip:a@h", "a", "h", "ABC", None, "1"]])
     sub = common.Hss(ksr).subscriber("sip:a@h")
@@ -119,7 +119,7 @@ def test_hss_reads_subscriber_and_frees_result() -> None:
 
 
 def test_hss_error_and_missing_subscriber() -> None:
-    ksr = FakeKsr()
+    ksr = fake_ksr.FakeKsr()
     ksr.returns["sqlops.sql_query"] = -1
     with pytest.raises(common.HssError):
         common.Hss(ksr).subscriber("sip:a@h")
@@ -129,13 +129,13 @@ def test_hss_error_and_missing_subscriber() -> None:
 
 
 def test_prelude_answers_483_and_482() -> None:
-    ksr = FakeKsr(pvs={"$rm": "INVITE", "$ru": "sip:u@h"},
+    ksr = fake_ksr.FakeKsr(pvs={"$rm": "INVITE", "$ru": "sip:u@h"},
                   headers={"Via": ["SIP/2.0/UDP a;branch=z9hG4bK-1"]})  # fmt: skip
     ksr.returns["maxfwd.process_maxfwd"] = -1
     assert not common.prelude(ksr)
     assert ksr.replies() == [483]
 
-    ksr = FakeKsr(pvs={"$rm": "INVITE", "$ru": "sip:u@h"},
+    ksr = fake_ksr.FakeKsr(pvs={"$rm": "INVITE", "$ru": "sip:u@h"},
                   headers={"Via": ["SIP/2.0/UDP a;branch=z9hG4bK-1"]})  # fmt: skip
     assert common.prelude(ksr)
     ksr.headers["via"] = ["SIP/2.0/UDP a;branch=z9hG4bK-2"]  # same request, new transaction
@@ -144,9 +144,9 @@ def test_prelude_answers_483_and_482() -> None:
 
 
 def test_prelude_stops_on_sanity_failure_and_retransmission() -> None:
-    ksr = FakeKsr(pvs={"$rm": "INVITE"})
+    ksr = fake_ksr.FakeKsr(pvs={"$rm": "INVITE"})
     ksr.returns["sanity.sanity_check_defaults"] = 0
     assert not common.prelude(ksr)
-    ksr = FakeKsr(pvs={"$rm": "INVITE"})
+    ksr = fake_ksr.FakeKsr(pvs={"$rm": "INVITE"})
     ksr.returns["tm.t_check_trans"] = 0
     assert not common.prelude(ksr)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import fake_ksr
 import icscf
 from ims_common import Subscriber
-from kemi_fake_ksr import FakeKsr
 from test_kemi_common import with_rows
 
 SUB = Subscriber("sip:u@home1.net", "u", "home1.net", "h", None, False)
@@ -20,8 +20,8 @@ def test_decide_table() -> None:
     assert icscf.decide(SUB, True, "sip:s") == icscf.Decision(scscf="sip:s", assign=True)
 
 
-def make(method: str, row: list[str | None] | None) -> tuple[icscf.Icscf, FakeKsr]:
-    ksr = FakeKsr({"$rm": method, "$ru": "sip:u@home1.net", "$tu": "sip:u@home1.net"},
+def make(method: str, row: list[str | None] | None) -> tuple[icscf.Icscf, fake_ksr.FakeKsr]:
+    ksr = fake_ksr.FakeKsr({"$rm": method, "$ru": "sip:u@home1.net", "$tu": "sip:u@home1.net"},
                   {"Via": ["SIP/2.0/UDP a;branch=z9hG4bK-1"]},
                   {"SCSCF_URI": '"sip:127.0.0.1:6060"'})  # fmt: skip
     ksr.returns["sqlops.sql_query"] = 0

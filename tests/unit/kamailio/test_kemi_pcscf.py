@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import fake_ksr
 import pcscf
-from kemi_fake_ksr import FakeKsr
 from pcscf import Pcscf, Registration
+
+Fake = fake_ksr.FakeKsr
 
 USER1 = "sip:user1_public1@home1.net"
 ALIAS = "sip:+4912345@home1.net"
@@ -14,10 +16,10 @@ SR = "<sip:orig@127.0.0.1:6060;lr>"
 DEFINES = {"LISTEN_IP": "127.0.0.1", "LISTEN_PORT": "5060", "ICSCF_URI": '"sip:127.0.0.1:4060"'}
 
 
-def make(pvs: dict[str, Any], headers: dict[str, list[str]] | None = None) -> tuple[Pcscf, FakeKsr]:
+def make(pvs: dict[str, Any], headers: dict[str, list[str]] | None = None) -> tuple[Pcscf, Fake]:
     base = {"$rm": "INVITE", "$ru": "sip:conf-factory1@mrfc1.home1.net", "$pr": "udp",
             "$si": "127.0.0.1", "$sp": 40000}  # fmt: skip
-    ksr = FakeKsr({**base, **pvs}, {"Via": ["SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bK-x"],
+    ksr = Fake({**base, **pvs}, {"Via": ["SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bK-x"],
                                      **(headers or {})}, DEFINES)  # fmt: skip
     return Pcscf(ksr), ksr
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import fake_ksr
 import scscf
 from ims_common import Subscriber
-from kemi_fake_ksr import FakeKsr
 from scscf import Leg
 from test_kemi_common import with_rows
+
+Fake = fake_ksr.FakeKsr
 
 SUB = Subscriber("sip:u@home1.net", "u", "home1.net", "h", None, False)
 ROW: list[str | None] = ["sip:u@home1.net", "u", "home1.net", "ha1", None, "0"]
@@ -17,8 +19,8 @@ DEFINES = {"LISTEN_IP": "127.0.0.1", "LISTEN_PORT": "6060", "ICSCF_URI": '"sip:1
 
 
 def make(pvs: dict[str, Any], headers: dict[str, list[str]] | None = None,
-         defines: dict[str, str] | None = None) -> tuple[scscf.Scscf, FakeKsr]:  # fmt: skip
-    ksr = FakeKsr({"$rm": "INVITE", "$ru": "sip:conf-factory1@mrfc1.home1.net", **pvs},
+         defines: dict[str, str] | None = None) -> tuple[scscf.Scscf, Fake]:  # fmt: skip
+    ksr = Fake({"$rm": "INVITE", "$ru": "sip:conf-factory1@mrfc1.home1.net", **pvs},
                   {"Via": ["SIP/2.0/UDP a;branch=z9hG4bK-1"], **(headers or {})},
                   {**DEFINES, **(defines or {})})  # fmt: skip
     ksr.returns["sqlops.sql_query"] = 0
