@@ -322,21 +322,28 @@ def conferences_show(conference_id: str, as_json: JsonOpt = False) -> None:
         row = _conference_row(conf, repo.participant_counts(s, [conf.id])[conf.id])
         parts = repo.list_participants(s, conf.id, limit=repo.MAX_LIMIT).items
         row["participant_list"] = [_participant_row(p) for p in parts]
+        events = repo.list_events(s, conference_id=conf.id, limit=repo.MAX_LIMIT).items
+        row["event_log"] = [
+            {"at": e.at, "kind": e.kind, "participant_id": e.participant_id, "actor": e.actor}
+            for e in events
+        ]
         return row
 
     row = _with_session(query)
     if row is None:
         raise fail(f"no conference {conference_id}")
     if as_json:
-        row["participant_list"] = [
-            {k: _jsonable(v) for k, v in p.items()} for p in row["participant_list"]
-        ]
+        for key in ("participant_list", "event_log"):
+            row[key] = [{k: _jsonable(v) for k, v in item.items()} for item in row[key]]
         print_record(row, True)
         return
     parts = row.pop("participant_list")
+    events = row.pop("event_log")
     print_record(row, False)
     typer.echo("")
     print_rows(parts, ["id", "uri", "status", "muted", "joined_at", "left_at"], False)
+    typer.echo("")
+    print_rows(events, ["at", "kind", "participant_id", "actor"], False)
 
 
 def _api_call(

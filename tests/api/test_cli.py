@@ -84,6 +84,9 @@ def _seed(url: str) -> str:
                 participant_id="p1",
                 status="connected",
             )
+            repo.append_event(
+                s, "participant.joined", conference_id=conf.id, participant_id="p1", actor="sip"
+            )
             return conf.id
     finally:
         engine.dispose()
@@ -95,7 +98,10 @@ def test_conferences_list_and_show(db_env: dict[str, str]) -> None:
     (row,) = json.loads(out)
     assert row["id"] == conf_id and row["participants"] == 1 and row["state"] == "active"
     code, out, _ = run(db_env, "conferences", "show", conf_id)
-    assert code == 0 and "sip:conf-abc@mrfc1.home1.net" in out and "p1" in out
+    assert code == 0 and "sip:conf-abc@mrfc1.home1.net" in out and "participant.joined" in out
+    shown = json.loads(run(db_env, "conferences", "show", conf_id, "--json")[1])
+    assert shown["participant_list"][0]["id"] == "p1"
+    assert shown["event_log"][0]["kind"] == "participant.joined"
     code, out, _ = run(db_env, "participants", "list", conf_id, "--json")
     assert json.loads(out)[0]["status"] == "connected"
     assert run(db_env, "conferences", "show", "nope")[0] == 1
