@@ -625,7 +625,8 @@ class MediaEngine:
         self._speaks = np.array([m.sends and not m.muted for m in order], dtype=np.bool_)
         self._hears = np.array([m.receives and not m.deaf for m in order], dtype=np.bool_)
         size = _RTP_HEADER_SIZE + self.samples
-        self._packets = np.zeros((len(order), size), dtype=np.uint8)
+        # At least one row: memoryview.cast refuses a zero-length shape (last member gone).
+        self._packets = np.zeros((max(1, len(order)), size), dtype=np.uint8)
         self._packet_view = self._packets.data.cast("B")
         self._senders = [
             (row * size, m, m.payload_type, m.remote)
