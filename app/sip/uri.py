@@ -66,6 +66,8 @@ def split_hostport(text: str) -> tuple[str, int | None]:
         if not rest.startswith(":"):
             raise ParseError(f"Garbage after IPv6 reference {text!r}")
         return host, _parse_port(rest[1:])
+    if text.count(":") > 1:
+        raise ParseError(f"IPv6 address without [] in {text[:60]!r}")  # RFC 5118 §4.2
     host, colon, port = text.partition(":")
     if not _HOST(host):
         # RFC 5118 §4.2: an IPv6 address without [] is a parse error.
