@@ -457,43 +457,15 @@ def setup_logging(settings: Settings) -> None:
     root.setLevel(settings.log.level)
 
 
-# SERVE: the MRFC-AS process. For now it serves the REST API over the database with a stand-in
-# focus that answers 503 to actions; the focus service replaces `UnavailableControl` with the
-# real ConferenceControl and starts the SIP side in the same event loop.
+# SERVE: the MRFC-AS process: SIP focus, MRFP control and REST API in one event loop.
 @app.command("serve")
 def serve() -> None:
-    """Run the MRFC-AS (REST API; SIP focus when available)."""
-    import uvicorn
-
-    from app.api import create_app
-    from app.service.control import UnavailableControl
-    from app.service.events import EventBus
-    from app.service.metrics import Metrics
+    """Run the MRFC-AS: the SIP focus, the MRFP control and the REST API."""
+    from app.main import main as run_server
 
     settings = STATE.settings
     setup_logging(settings)
-    log = logging.getLogger("mrfc")
-    log.info("database %s", settings.database.safe_url())
-    migrate(settings.database.url)
-    engine = make_engine(settings.database.url)
-    api = create_app(
-        settings,
-        make_session_factory(engine),
-        UnavailableControl(),
-        EventBus(),
-        metrics=Metrics(),
-    )
-    try:
-        uvicorn.run(
-            api,
-            host=settings.api.host,
-            port=settings.api.port,
-            log_level=settings.log.level.lower(),
-            # Access logs would carry ?token= of SSE clients; the API logs what matters itself.
-            access_log=False,
-        )
-    finally:
-        engine.dispose()
+    raise typer.Exit(run_server(settings))
 
 
 # STACK: `make run` — the whole local stack (CSCFs, MRFC-AS, media processor). To be added.
