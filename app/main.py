@@ -89,6 +89,8 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
     server.capture_signals = nullcontext  # type: ignore[method-assign,assignment]
     await transport.start()
     await service.start()
+    # Restart without loss: conferences that were running come back before SIP is served.
+    await service.restore(session_factory)
     api_task = asyncio.create_task(server.serve())
     try:
         while not server.started:

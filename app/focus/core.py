@@ -1692,6 +1692,44 @@ class Focus:
     ) -> None:
         return
 
+    # ===================================================================== restart ==========
+
+    def restore(self, conf: Conference, now: float) -> list[Action]:
+        """Take back a conference rebuilt from the database after a restart.
+
+        Its connected participants keep their dialogs (a BYE after the restart still matches),
+        its live subscriptions get their expiry timers back and a full NOTIFY each: the
+        versions sent while the process was down are unknown, so subscribers resynchronise
+        on a full document with a higher version (RFC 4575 §4.1).
+        """
+        out: list[Action] = []
+        self.conferences[conf.id] = conf
+        conf.info.users.clear()
+        for part in conf.participants.values():
+            if part.phase is not Phase.CONNECTED:
+                continue
+            if part.dialog is not None:
+                self._by_dialog[self._dialog_key(part.dialog)] = (conf.id, part.id)
+            if part.mrfp_call_id is not None:
+                self._by_mrfp_call[part.mrfp_call_id] = (conf.id, part.id)
+            conf.info.users[part.aor] = self._user_of(part)
+        conf.info.locked = conf.locked
+        for sub in conf.subscriptions.values():
+            if sub.terminated:
+                continue
+            if sub.participant_id is None or sub.participant_id not in conf.participants:
+                self._subs_by_dialog[self._dialog_key(sub.dialog)] = (conf.id, sub.id)
+            if sub.kind is not SubscriptionKind.CONFERENCE:
+                continue
+            out.append(SetTimer(("sub", conf.id, sub.id), sub.expires_at))
+            sub.version += 1
+            remaining = max(0, int(sub.expires_at - now))
+            body = full_template(conf.info).render(sub.version)
+            self._send_notify(conf, sub, f"active;expires={remaining}", body, out)
+        if not conf.present():
+            self._end_conference(conf, now, out)
+        return out
+
 
 def _request_dialog_key(request: Request) -> tuple[str, str, str]:
     return (request.call_id, request.to.tag or "", request.from_.tag or "")

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
+from app.db.session import SessionFactory
 from app.focus.actions import (
     Action,
     CancelTimer,
@@ -39,6 +40,7 @@ from app.service.control import (
 )
 from app.service.events import ChangeEvent, EventBus
 from app.service.metrics import Metrics
+from app.service.restore import load_conferences, reconcile
 from app.sip.address import Address
 from app.sip.message import Request, Response, make_response
 from app.sip.transaction import ClientTransaction, ServerTransaction
@@ -110,6 +112,33 @@ class FocusService:
         for task in list(self._tasks):
             task.cancel()
         self._db.shutdown(wait=True)
+
+    async def restore(self, session_factory: SessionFactory) -> int:
+        """Take back the active conferences of the database (after a restart), then
+        reconcile them with their nodes. Returns how many were restored."""
+        loop = asyncio.get_running_loop()
+        now = self._now()
+        conferences = await loop.run_in_executor(self._db, load_conferences, session_factory, now)
+        for conf in conferences:
+            if conf.node:
+                self.pool.bind(conf.id, conf.node)
+            self._run(self.focus.restore(conf, now))
+            if self.metrics is not None and conf.active:
+                self.metrics.conferences_active.inc()
+                self.metrics.participants_active.inc(len(conf.present()))
+            log.info(
+                "restored conference %s with %d participants and %d subscriptions",
+                conf.id,
+                len(conf.present()),
+                len(conf.subscriptions),
+            )
+        live = [c for c in conferences if c.active]
+        if live:
+            self._spawn(reconcile(self, live))
+        return len(live)
+
+    def on_restored_member_gone(self, event: MediaEvent) -> None:
+        self._run(self.focus.on_media_event(event, self._now(), self._wall()))
 
     def _choose_node(self, conference_id: str) -> str:
         try:
