@@ -7,12 +7,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.ports import free_port, free_port_range
 
 PROJECT = Path(__file__).resolve().parents[2]
+DEFAULT_FACTORY_URI = "sip:conf-factory1@mrfc1.home1.net"
 
 
 @dataclass
@@ -108,7 +110,9 @@ def write_config(
     esl_port: int,
     database: Path,
     max_participants: int = 16,
+    factory_uris: Sequence[str] = (DEFAULT_FACTORY_URI,),
 ) -> None:
+    factories = ", ".join(f'"{uri}"' for uri in factory_uris)
     path.write_text(
         f"""
 [sip]
@@ -117,7 +121,7 @@ listen_port = {sip_port}
 outbound_proxy = ""
 
 [conference]
-factory_uris = ["sip:conf-factory1@mrfc1.home1.net"]
+factory_uris = [{factories}]
 uri_domain = "mrfc1.home1.net"
 max_participants = {max_participants}
 
@@ -142,7 +146,13 @@ level = "INFO"
     )
 
 
-def start_stack(tmp: Path, *, max_participants: int = 16) -> Stack:
+def start_stack(
+    tmp: Path,
+    *,
+    max_participants: int = 16,
+    factory_uris: Sequence[str] = (DEFAULT_FACTORY_URI,),
+) -> Stack:
+    """Start both processes; `factory_uris` replaces the default list (e.g. add one by IP)."""
     mrfp, mrfp_sip, esl = start_builtin_mrfp(tmp)
     sip_port, api_port = free_port(), free_port()
     database = tmp / "mrfc.sqlite3"
@@ -155,6 +165,7 @@ def start_stack(tmp: Path, *, max_participants: int = 16) -> Stack:
         esl_port=esl,
         database=database,
         max_participants=max_participants,
+        factory_uris=factory_uris,
     )
     mrfc = _start("mrfc", [sys.executable, "-m", "app.main", "--config", str(config)], tmp)
     try:
