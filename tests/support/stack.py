@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from tests.support.ports import free_port, free_port_range
 
@@ -73,14 +78,83 @@ class Stack:
     esl_port: int
     database: Path
     processes: list[Process]
+    # The SQLAlchemy URL the MRFC-AS runs on (SQLite at `database` unless another was given).
+    database_url: str = ""
+    config: Path | None = None
 
     @property
     def api(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
+    @property
+    def mrfp(self) -> Process:
+        return self.processes[0]
+
+    @property
+    def mrfc(self) -> Process:
+        return self.processes[-1]
+
+    def create_token(self, name: str, scope: str = "admin") -> str:
+        """A REST API token made the way an operator makes one: `mrfc tokens create`."""
+        assert self.config is not None
+        return create_token(self.config, name, scope)
+
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()
+
+
+T = TypeVar("T")
+
+
+def wait_for(
+    probe: Callable[[], T | None], timeout: float = 30.0, what: str = "condition"
+) -> T:
+    """Poll `probe` until it returns something truthy (tests wait on conditions, not sleeps)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def _esl_frame(sock: socket.socket, buf: bytearray) -> tuple[dict[str, str], bytes]:
+    while b"\n\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("ESL connection closed")
+        buf += chunk
+    head, _, rest = bytes(buf).partition(b"\n\n")
+    headers = dict(
+        (k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in head.decode().splitlines())
+    )
+    length = int(headers.get("Content-Length", "0"))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("ESL connection closed")
+        rest += chunk
+    buf[:] = rest[length:]
+    return headers, rest[:length]
+
+
+def esl_api(host: str, port: int, password: str, command: str, timeout: float = 10.0) -> str:
+    """One `api` command over a fresh event-socket connection (auth/request, auth, api)."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        buf = bytearray()
+        _esl_frame(sock, buf)  # Content-Type: auth/request
+        sock.sendall(f"auth {password}\n\n".encode())
+        headers, _ = _esl_frame(sock, buf)
+        if not headers.get("Reply-Text", "").startswith("+OK"):
+            raise ConnectionError(f"ESL auth refused: {headers}")
+        sock.sendall(f"api {command}\n\n".encode())
+        while True:
+            headers, body = _esl_frame(sock, buf)
+            if headers.get("Content-Type") == "api/response":
+                return body.decode(errors="replace")
 
 
 def start_builtin_mrfp(log_dir: Path) -> tuple[Process, int, int]:
@@ -111,14 +185,24 @@ def write_config(
     database: Path,
     max_participants: int = 16,
     factory_uris: Sequence[str] = (DEFAULT_FACTORY_URI,),
+    database_url: str | None = None,
+    sip_options: Mapping[str, object] | None = None,
 ) -> None:
+    """`sip_options` adds to (or overrides) the [sip] section, e.g. trusted_peers."""
+    sip: dict[str, object] = {
+        "listen_host": "127.0.0.1",
+        "listen_port": sip_port,
+        "outbound_proxy": "",
+    }
+    sip.update(sip_options or {})
+    # JSON strings, numbers, booleans and arrays of them are also TOML values.
+    sip_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in sip.items())
+    url = database_url or f"sqlite:///{database}"
     factories = ", ".join(f'"{uri}"' for uri in factory_uris)
     path.write_text(
         f"""
 [sip]
-listen_host = "127.0.0.1"
-listen_port = {sip_port}
-outbound_proxy = ""
+{sip_lines}
 
 [conference]
 factory_uris = [{factories}]
@@ -134,16 +218,30 @@ esl_port = {esl_port}
 esl_password = "ClueCon"
 
 [database]
-url = "sqlite:///{database}"
+url = {json.dumps(url)}
 
 [api]
 host = "127.0.0.1"
 port = {api_port}
 
 [log]
-level = "INFO"
+level = "{log_level}"
 """
     )
+
+
+def create_token(config: Path, name: str, scope: str = "admin") -> str:
+    """Run the CLI (`mrfc --config <config> tokens create`) and return the printed token."""
+    out = subprocess.run(
+        [sys.executable, "-m", "app.cli", "--config", str(config), "tokens", "create",
+         "--name", name, "--scope", scope, "--json"],
+        cwd=PROJECT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise RuntimeError(f"mrfc tokens create failed ({out.returncode}): {out.stderr[-2000:]}")
+    token = json.loads(out.stdout.strip().splitlines()[-1])["token"]
+    assert isinstance(token, str)
+    return token
 
 
 def start_stack(
@@ -151,8 +249,12 @@ def start_stack(
     *,
     max_participants: int = 16,
     factory_uris: Sequence[str] = (DEFAULT_FACTORY_URI,),
+    database_url: str | None = None,
+    sip_options: Mapping[str, object] | None = None,
 ) -> Stack:
-    """Start both processes; `factory_uris` replaces the default list (e.g. add one by IP)."""
+    """Start both processes; `factory_uris` replaces the default list (e.g. add one by IP);
+    `database_url` (e.g. a PostgreSQL one) replaces the SQLite file in `tmp`; `sip_options`
+    add to the [sip] section."""
     mrfp, mrfp_sip, esl = start_builtin_mrfp(tmp)
     sip_port, api_port = free_port(), free_port()
     database = tmp / "mrfc.sqlite3"
@@ -166,6 +268,8 @@ def start_stack(
         database=database,
         max_participants=max_participants,
         factory_uris=factory_uris,
+        database_url=database_url,
+        sip_options=sip_options,
     )
     mrfc = _start("mrfc", [sys.executable, "-m", "app.main", "--config", str(config)], tmp)
     try:
@@ -174,4 +278,13 @@ def start_stack(
         mrfp.stop()
         mrfc.stop()
         raise
-    return Stack(sip_port, api_port, mrfp_sip, esl, database, [mrfp, mrfc])
+    return Stack(
+        sip_port,
+        api_port,
+        mrfp_sip,
+        esl,
+        database,
+        [mrfp, mrfc],
+        database_url=database_url or f"sqlite:///{database}",
+        config=config,
+    )
