@@ -264,3 +264,30 @@ async def test_late_offer_leg_joins_and_leaves_with_bye(
     finally:
         uac.stop()
         sock.close()
+
+
+async def test_tcp_leg_with_100rel_is_kicked_over_its_connection(
+    mrfp: Mrfp, esl: Esl, tmp_path: Path
+) -> None:
+    sock = rtp_socket()
+    uac = start_sipp(
+        SCENARIOS / "uac_join_100rel_wait_bye.xml",
+        tmp_path / "tcp",
+        remote=f"127.0.0.1:{mrfp.sip_port}",
+        transport="t1",
+        keys={"conf": "room2", "participant": "pt", "rtp_port": str(sock.getsockname()[1])},
+        timeout=60.0,
+    )
+    try:
+        added = await asyncio.wait_for(esl.event("add-member"), WAIT)
+        assert added["variable_sip_via_protocol"] == "tcp"
+        member = added["Member-ID"]
+        reply = await esl.command(f"api conference room2 kick {member}")
+        assert reply.text == f"+OK kicked {member}\n"
+        res = await asyncio.to_thread(uac.wait)
+        assert res.ok, res.report()
+        (bye,) = res.received_requests("BYE")
+        assert "SIP/2.0/TCP" in header_values(bye, "Via")[0]
+    finally:
+        uac.stop()
+        sock.close()

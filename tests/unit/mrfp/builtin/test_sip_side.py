@@ -381,3 +381,24 @@ def test_conference_from_header_or_uri() -> None:
     req = parse_datagram(invite(uri_user="conf-", conference=None).encode())
     assert isinstance(req, Request)
     assert conference_for(req) is None
+
+
+async def test_close_sends_bye_on_open_legs(rig: Rig) -> None:
+    rig.receive(invite())
+    await rig.transport.wait_for(lambda: 200 in statuses(rig))
+    tag = rig.transport.responses("INVITE")[-1].to.tag
+    assert tag is not None
+    rig.receive(in_dialog("ACK", tag, 1, branch="z9hG4bK-ack8"))
+    closing = asyncio.get_running_loop().create_task(rig.side.close(timeout=6 * WAIT))
+    await rig.transport.wait_for(lambda: bool(rig.transport.requests("BYE")))
+    bye = rig.transport.requests("BYE")[0][0]
+    # The peer answers the BYE: close() returns without waiting out its timeout.
+    answer = (
+        "SIP/2.0 200 OK\r\n"
+        f"Via: {bye.get('Via')}\r\nFrom: {bye.get('From')}\r\nTo: {bye.get('To')}\r\n"
+        f"Call-ID: {bye.call_id}\r\nCSeq: {bye.get('CSeq')}\r\nContent-Length: 0\r\n\r\n"
+    )
+    rig.receive(answer)
+    await asyncio.wait_for(closing, WAIT)
+    assert rig.side.calls == {} and rig.actions()[-1] == "conference-destroy"
+    assert rig.engine.members == {}
