@@ -10,8 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -99,6 +98,27 @@ class Stack:
         assert self.config is not None
         return create_token(self.config, name, scope)
 
+    def logs(self, tail: int = 4000) -> str:
+        """The last part of every process's output, for assertion messages."""
+        return "\n".join(f"--- {p.name}\n{p.output()[-tail:]}" for p in self.processes)
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Read the MRFC-AS's SQLite database (written through by its own thread)."""
+        conn = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=10)
+        try:
+            return list(conn.execute(sql, params).fetchall())
+        except sqlite3.OperationalError:
+            return []  # not created or locked yet: the caller polls again
+        finally:
+            conn.close()
+
+    def event_kinds(self) -> list[str]:
+        return [r[0] for r in self.query("select kind from event_log order by id")]
+
+    def esl_api(self, command: str, timeout: float = 10.0) -> str:
+        """`api <command>` on the media processor's event socket; the reply's body."""
+        return esl_api("127.0.0.1", self.esl_port, "ClueCon", command, timeout)
+
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()
@@ -107,9 +127,7 @@ class Stack:
 T = TypeVar("T")
 
 
-def wait_for(
-    probe: Callable[[], T | None], timeout: float = 30.0, what: str = "condition"
-) -> T:
+def wait_for(probe: Callable[[], T | None], timeout: float = 30.0, what: str = "condition") -> T:
     """Poll `probe` until it returns something truthy (tests wait on conditions, not sleeps)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -129,7 +147,8 @@ def _esl_frame(sock: socket.socket, buf: bytearray) -> tuple[dict[str, str], byt
         buf += chunk
     head, _, rest = bytes(buf).partition(b"\n\n")
     headers = dict(
-        (k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in head.decode().splitlines())
+        (k.strip(), v.strip())
+        for k, _, v in (line.partition(":") for line in head.decode().splitlines())
     )
     length = int(headers.get("Content-Length", "0"))
     while len(rest) < length:
@@ -157,9 +176,9 @@ def esl_api(host: str, port: int, password: str, command: str, timeout: float = 
                 return body.decode(errors="replace")
 
 
-def start_builtin_mrfp(log_dir: Path) -> tuple[Process, int, int]:
+def start_builtin_mrfp(log_dir: Path, rtp_ports: int = 40) -> tuple[Process, int, int]:
     sip_port, esl_port = free_port(), free_port()
-    rtp = free_port_range(40)
+    rtp = free_port_range(rtp_ports)
     process = _start(
         "mrfp",
         [
@@ -167,7 +186,7 @@ def start_builtin_mrfp(log_dir: Path) -> tuple[Process, int, int]:
             "--sip-host", "127.0.0.1", "--sip-port", str(sip_port),
             "--esl-host", "127.0.0.1", "--esl-port", str(esl_port),
             "--esl-password", "ClueCon",
-            "--rtp-host", "127.0.0.1", "--rtp-ports", f"{rtp}-{rtp + 39}",
+            "--rtp-host", "127.0.0.1", "--rtp-ports", f"{rtp}-{rtp + rtp_ports - 1}",
         ],
         log_dir,
     )  # fmt: skip
@@ -187,6 +206,7 @@ def write_config(
     factory_uris: Sequence[str] = (DEFAULT_FACTORY_URI,),
     database_url: str | None = None,
     sip_options: Mapping[str, object] | None = None,
+    log_level: str = "INFO",
 ) -> None:
     """`sip_options` adds to (or overrides) the [sip] section, e.g. trusted_peers."""
     sip: dict[str, object] = {
@@ -251,11 +271,13 @@ def start_stack(
     factory_uris: Sequence[str] = (DEFAULT_FACTORY_URI,),
     database_url: str | None = None,
     sip_options: Mapping[str, object] | None = None,
+    log_level: str = "INFO",
+    rtp_ports: int = 40,
 ) -> Stack:
     """Start both processes; `factory_uris` replaces the default list (e.g. add one by IP);
     `database_url` (e.g. a PostgreSQL one) replaces the SQLite file in `tmp`; `sip_options`
     add to the [sip] section."""
-    mrfp, mrfp_sip, esl = start_builtin_mrfp(tmp)
+    mrfp, mrfp_sip, esl = start_builtin_mrfp(tmp, rtp_ports)
     sip_port, api_port = free_port(), free_port()
     database = tmp / "mrfc.sqlite3"
     config = tmp / "mrfc.toml"
@@ -270,6 +292,7 @@ def start_stack(
         factory_uris=factory_uris,
         database_url=database_url,
         sip_options=sip_options,
+        log_level=log_level,
     )
     mrfc = _start("mrfc", [sys.executable, "-m", "app.main", "--config", str(config)], tmp)
     try:
@@ -288,3 +311,19 @@ def start_stack(
         database_url=database_url or f"sqlite:///{database}",
         config=config,
     )
+
+
+def restart_mrfc(stack: Stack) -> Process:
+    """Stop the MRFC-AS (SIGTERM) and start it again on the same config and database."""
+    index, old = next((i, p) for i, p in enumerate(stack.processes) if p.name.startswith("mrfc"))
+    old.stop()
+    base = old.log.parent
+    generation = sum(1 for p in base.glob("mrfc*.log"))
+    new = _start(
+        f"mrfc-{generation + 1}",
+        [sys.executable, "-m", "app.main", "--config", str(base / "mrfc.toml")],
+        base,
+    )
+    wait_ready(new)
+    stack.processes[index] = new
+    return new
