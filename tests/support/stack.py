@@ -318,10 +318,11 @@ def restart_mrfc(stack: Stack) -> Process:
     index, old = next((i, p) for i, p in enumerate(stack.processes) if p.name.startswith("mrfc"))
     old.stop()
     base = old.log.parent
+    config = stack.config or base / "mrfc.toml"
     generation = sum(1 for p in base.glob("mrfc*.log"))
     new = _start(
         f"mrfc-{generation + 1}",
-        [sys.executable, "-m", "app.main", "--config", str(base / "mrfc.toml")],
+        [sys.executable, "-m", "app.main", "--config", str(config)],
         base,
     )
     wait_ready(new)
