@@ -8,44 +8,17 @@ received (§18.2.1, RFC 3581 §4).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from app.sip.address import RELIABLE_TRANSPORTS, Address
 from app.sip.headers import Via
 from app.sip.message import Message
 from app.sip.uri import SipUri
 
-# RFC 3261 §18: transports with their own flow control and ordering get responses back on the
-# connection the request came on.
-RELIABLE_TRANSPORTS = frozenset({"TCP", "TLS", "SCTP", "TLS-SCTP", "WS", "WSS"})
 # RFC 3261 §19.1.2, RFC 7118 §5: default ports when a URI or sent-by names none.
 DEFAULT_PORTS = {"UDP": 5060, "TCP": 5060, "SCTP": 5060, "TLS": 5061, "TLS-SCTP": 5061,
                  "WS": 80, "WSS": 443}
 # RFC 3261 §18.1.1: a request within 200 bytes of the path MTU, or larger than 1300 bytes when
 # the MTU is unknown, goes over a congestion-controlled transport (TCP) instead of UDP.
 UDP_SAFE_SIZE = 1300
-
-
-@dataclass(frozen=True, slots=True)
-class Address:
-    """One end of a SIP hop: the transport name (upper case), host, port and, for a stream
-    transport, the id of the connection the transport knows it by (None: any, or a new one).
-
-    `host` is an IP literal or a DNS name, IPv6 without brackets.
-    """
-
-    transport: str
-    host: str
-    port: int
-    connection: int | None = None
-
-    @property
-    def reliable(self) -> bool:
-        return self.transport in RELIABLE_TRANSPORTS
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        conn = f" #{self.connection}" if self.connection is not None else ""
-        return f"{self.transport.lower()}:{host}:{self.port}{conn}"
 
 
 def bare_host(host: str) -> str:
@@ -67,13 +40,16 @@ def response_destination(via: Via, source: Address | None = None) -> Address:
     one to `host`:`port` (the received address and the sent-by port, §18.2.2).
     """
     host = bare_host(via.received or via.host)
-    port = via.port if via.port is not None else default_port(via.transport)
     if source is not None and source.connection is not None:
+        port = via.port if via.port is not None else default_port(via.transport)
         return Address(source.transport, host, port, source.connection)
     if via.transport in RELIABLE_TRANSPORTS and (source is None or source.reliable):
+        port = via.port if via.port is not None else default_port(via.transport)
         return Address(via.transport, host, port)
-    # Unreliable transport (UDP): maddr first, then received (with rport, RFC 3581 §4),
-    # then the sent-by itself.
+    # Unreliable transport (UDP; also a request that came over UDP with a Via naming another
+    # transport, RFC 4475 §3.1.1.10): maddr first, then received (with rport, RFC 3581 §4),
+    # then the sent-by itself; "port 5060 if none is specified explicitly".
+    port = via.port if via.port is not None else default_port("UDP")
     maddr = via.params.get("maddr")
     if maddr:
         return Address("UDP", bare_host(maddr), port)
