@@ -811,7 +811,13 @@ class Focus:
         answer = part.mrfp_answer
         if part.preconditions is not None:
             answer = add_preconditions(answer, part.preconditions)
-        headers: list[tuple[str, str]] = [("Content-Type", "application/sdp")]
+        # RFC 3311 §5.2 / RFC 3264: only an offer gets an answer; an UPDATE without SDP (a
+        # session refresh, RFC 4028 §10) is answered without one. A re-INVITE without SDP
+        # asks for an offer, so it gets the current session description.
+        with_sdp = bool(request.body) or request.method == "INVITE"
+        headers: list[tuple[str, str]] = []
+        if with_sdp:
+            headers.append(("Content-Type", "application/sdp"))
         if request.method in ("INVITE", "UPDATE"):
             headers.append(("Contact", self._focus_contact(conf.id)))
         if request.method in ("INVITE", "UPDATE") and part.session_expires is not None:
@@ -827,13 +833,14 @@ class Focus:
                 )
         out.append(
             self._respond(
-                txn, request, 200, to_tag=part.dialog.local_tag, headers=headers, body=bytes(answer)
+                txn,
+                request,
+                200,
+                to_tag=part.dialog.local_tag,
+                headers=headers,
+                body=bytes(answer) if with_sdp else b"",
             )
         )
-        if request.method == "INVITE" and part.phase is Phase.CONNECTED:
-            # A re-INVITE's 2xx is retransmitted until its ACK like the first one; the ACK
-            # comes in the dialog and is absorbed, so one retransmission run is enough.
-            pass
         if request.method in ("UPDATE", "PRACK"):
             self._maybe_final(conf, part, now, out)
 

@@ -367,3 +367,34 @@ def test_refer_to_the_focus_dials_out(no_sub: bool) -> None:
     assert not dial.request.body, "late offer: the user's 200 carries the offer"
     sipfrags = [n for n in notifies(out) if n.get("Event") == "refer"]
     assert [n.body for n in sipfrags] == ([] if no_sub else [b"SIP/2.0 100 Trying\r\n"])
+
+
+def test_session_refresh_by_update_without_sdp_gets_no_sdp() -> None:
+    focus = make_focus()
+    headers = [("Session-Expires", "1800"), ("Supported", "timer")]
+    invite = request(
+        "INVITE",
+        "sip:conf-factory1@mrfc1.home1.net",
+        user="user1_public1",
+        call_id="st",
+        cseq=1,
+        headers=headers,
+        body=SDP_UE,
+    )
+    first = focus.on_request(invite, object(), 0.0, NOW)
+    actions = first + answer_mrfp(focus, first)
+    final = responses(actions)[-1]
+    assert final.status == 200 and final.get("Session-Expires") == "1800;refresher=uac"
+    tag = final.to.tag
+    focus.on_request(
+        request("ACK", "sip:x@y", user="user1_public1", call_id="st", cseq=1, to_tag=tag),
+        None,
+        0.1,
+        NOW,
+    )
+    update = request("UPDATE", "sip:x@y", user="user1_public1", call_id="st", cseq=2, to_tag=tag)
+    out = focus.on_request(update, object(), 900.0, NOW)
+    (ok,) = responses(out)
+    assert ok.status == 200 and not ok.body and ok.get("Content-Type") is None
+    # The refresh re-arms the session timer.
+    assert any(isinstance(a, SetTimer) and a.key[0] == "session" for a in out)
