@@ -128,12 +128,12 @@ def join(
 
 def test_create_with_100rel_then_prack_gives_200_with_isfocus() -> None:
     focus = make_focus()
-    actions, invite = join(
+    actions, _invite = join(
         focus, "sip:conf-factory1@mrfc1.home1.net", "user1_public1", "a1", reliable=True
     )
     assert [c.kind for c in of(Changed, actions)][:1] == ["conference.created"]
     (conf,) = focus.conferences.values()
-    mrfp_invite = [a for a in of(SendRequest, actions) if a.request.method == "INVITE"][0].request
+    mrfp_invite = next(a for a in of(SendRequest, actions) if a.request.method == "INVITE").request
     assert mrfp_invite.get("X-Conference") == conf.id
     assert str(mrfp_invite.uri) == f"sip:conf-{conf.id}@127.0.0.1:5080"
     assert of(SendAck, actions), "the MRFP's 200 is ACKed"
@@ -294,7 +294,7 @@ def test_preconditions_hold_the_200_until_the_update() -> None:
     )
     (r183,) = responses(actions)
     assert b"a=des:qos" in r183.body and b"a=conf:qos remote sendrecv" in r183.body
-    to_the_mrfp = [a for a in of(SendRequest, actions) if a.request.method == "INVITE"][0]
+    to_the_mrfp = next(a for a in of(SendRequest, actions) if a.request.method == "INVITE")
     assert b"qos" not in to_the_mrfp.request.body, "the MRFP never sees precondition lines"
     tag = r183.to.tag
     prack = request(
