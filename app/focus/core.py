@@ -83,6 +83,7 @@ SUPPORTED = "100rel, precondition, timer, norefersub"
 # RFC 3261 §8.2.2.3: option tags a UAS understands; anything else in Require gets 420.
 UNDERSTOOD = frozenset({"100rel", "precondition", "timer", "norefersub", "replaces", "path"})
 MIN_SE = 90  # RFC 4028 §4: the smallest session interval we accept
+MRFP_GONE_GRACE = 1.0  # seconds to wait for the ESL event that explains an MRFP's BYE
 SERVER = "ims-conference-focus"
 
 
@@ -661,6 +662,13 @@ class Focus:
             if conf is not None and part is not None and part.dialog is not None:
                 self._participant_request(conf, part, request, txn, now, out)
                 return
+        mrfp_entry = self._by_mrfp_call.get(request.call_id)
+        if mrfp_entry is not None:
+            conf = self.conferences.get(mrfp_entry[0])
+            part = self._participant(*mrfp_entry)
+            if conf is not None and part is not None and part.mrfp_dialog is not None:
+                self._mrfp_request(conf, part, request, txn, now, out)
+                return
         sub_entry = self._subs_by_dialog.get(key)
         if sub_entry is not None:
             conf = self.conferences.get(sub_entry[0])
@@ -674,6 +682,32 @@ class Focus:
                     return
         # RFC 3261 §12.2.2: a request for a dialog we don't have.
         out.append(self._respond(txn, request, 481, to_tag=request.to.tag))
+
+    def _mrfp_request(
+        self,
+        conf: Conference,
+        part: Participant,
+        request: Request,
+        txn: object,
+        now: float,
+        out: list[Action],
+    ) -> None:
+        """A request from the media processor on a participant's MRFP leg."""
+        dialog = part.mrfp_dialog
+        assert dialog is not None
+        tag = dialog.local_tag
+        if request.method == "BYE":
+            # The MRFP hung the member up (kick at the MRFP, media timeout, shutdown). Its ESL
+            # del-member/kick-member says why; wait a moment for it before calling it a failure.
+            out.append(self._respond(txn, request, 200, to_tag=tag))
+            dialog.state = DialogState.TERMINATED
+            if part.phase is not Phase.GONE:
+                out.append(SetTimer(("mrfp-gone", conf.id, part.id), now + MRFP_GONE_GRACE))
+        elif request.method in ("UPDATE", "INVITE") and request.body:
+            # The focus passes the UE's offers to the MRFP, never the other way round.
+            out.append(self._respond(txn, request, 488, "Offers come from the focus", to_tag=tag))
+        else:
+            out.append(self._respond(txn, request, 200, to_tag=tag))
 
     def _participant_request(
         self,
@@ -949,6 +983,10 @@ class Focus:
             out.append(Respond(None, part.final_response))
             part.final_interval = min(2 * part.final_interval, self.config.t2)
             out.append(SetTimer(key, now + part.final_interval))
+        elif kind == "mrfp-gone":
+            # The MRFP's BYE came without an ESL event saying why.
+            self._bye_ue(conf, part, out)
+            self._remove_participant(conf, part, DisconnectionMethod.FAILED, now, out)
         elif kind == "session":
             # RFC 4028 §10: the refresher did not refresh in time.
             log.info("session timer expired for %s", part.aor)
@@ -993,15 +1031,20 @@ class Focus:
         part.status = EndpointStatus.DISCONNECTED
         part.disconnection_method = method
         part.left_at = self._now_wall
-        for timer in ("100rel", "2xx", "session"):
+        for timer in ("100rel", "2xx", "session", "mrfp-gone"):
             out.append(CancelTimer((timer, conf.id, part.id)))
         if not mrfp_pending:
             self._bye_mrfp(conf, part, out)
-        # RFC 4575 / TS 24.147: the leaver's own subscription ends with it.
+        # Take the leaver out first, so the documents below describe the state after it left.
+        user = conf.info.users.pop(part.aor, None)
+        if not conf.present():
+            # The last one out ends the conference (RFC 4575 §5.3.2: active false).
+            conf.info.active = False
+        # RFC 4575 / TS 24.147: the leaver's own subscription ends with it; its last NOTIFY
+        # carries the state without it (RFC 6665 §4.2.2 final NOTIFY).
         for sub in list(conf.subscriptions.values()):
             if sub.participant_id == part.id and not sub.terminated:
                 self._terminate_subscription(conf, sub, "noresource", now, out)
-        user = conf.info.users.pop(part.aor, None)
         if was_connected and user is not None:
             change = user_removed(conf.info, user, method, self._now_wall, by=actor)
             self._notify_change(conf, change, now, out)
@@ -1233,6 +1276,16 @@ class Focus:
                 out.append(
                     Changed("subscription.terminated", conf.id, sub.participant_id, sub.snapshot())
                 )
+                # RFC 5057 §5.1: a 481 or a timeout ends the whole dialog, so a participant
+                # whose INVITE dialog carried the subscription is gone too.
+                part = conf.participants.get(sub.participant_id or "")
+                shared = part is not None and part.dialog is sub.dialog
+                if part is not None and shared and response.status in (481, 408):
+                    if response.status == 408:
+                        self._bye_ue(conf, part, out)
+                    elif part.dialog is not None:
+                        part.dialog.state = DialogState.TERMINATED
+                    self._remove_participant(conf, part, DisconnectionMethod.FAILED, now, out)
 
     def on_timeout(
         self, context: object, now: float, now_wall: datetime | None = None

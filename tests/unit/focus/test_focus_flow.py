@@ -398,3 +398,118 @@ def test_session_refresh_by_update_without_sdp_gets_no_sdp() -> None:
     assert ok.status == 200 and not ok.body and ok.get("Content-Type") is None
     # The refresh re-arms the session timer.
     assert any(isinstance(a, SetTimer) and a.key[0] == "session" for a in out)
+
+
+def subscribe_in_dialog(focus: Focus, user: str, call_id: str, tag: str, uri: str) -> Request:
+    """A SUBSCRIBE sharing the participant's INVITE dialog (RFC 6665 §4.5.2)."""
+    sub = request(
+        "SUBSCRIBE",
+        uri,
+        user=user,
+        call_id=call_id,
+        cseq=3,
+        to_tag=tag,
+        headers=[("Event", "conference"), ("Expires", "600")],
+    )
+    out = focus.on_request(sub, object(), 1.0, NOW)
+    assert [r.status for r in responses(out)] == [200]
+    assert len(notifies(out)) == 1
+    return sub
+
+
+def test_the_leavers_last_notify_no_longer_lists_it() -> None:
+    # Regression: the leaver's own subscription was terminated with a full document built
+    # before the leaver was taken out, so its last NOTIFY still showed it connected; and when
+    # the last participant left, the document still said active.
+    focus = make_focus()
+    tag1 = connect(focus, "user1_public1", "a1", "sip:conf-factory1@mrfc1.home1.net")
+    (conf,) = focus.conferences.values()
+    tag2 = connect(focus, "user2_public1", "b1", conf.uri)
+    subscribe_in_dialog(focus, "user1_public1", "a1", tag1, conf.uri)
+    subscribe_in_dialog(focus, "user2_public1", "b1", tag2, conf.uri)
+    bye = request("BYE", conf.uri, user="user2_public1", call_id="b1", cseq=4, to_tag=tag2)
+    out = focus.on_request(bye, object(), 2.0, NOW)
+    by_call = {n.call_id: n for n in notifies(out)}
+    last2 = by_call["b1"]
+    assert last2.get("Subscription-State") == "terminated;reason=noresource"
+    info = ConferenceView().receive(last2.body)
+    assert set(info.users) == {"sip:user1_public1@home1.net"}
+    assert info.active is True
+    assert b"departed" in by_call["a1"].body  # the others learn it as a partial change
+    bye = request("BYE", conf.uri, user="user1_public1", call_id="a1", cseq=4, to_tag=tag1)
+    (last1,) = notifies(focus.on_request(bye, object(), 3.0, NOW))
+    assert last1.get("Subscription-State") == "terminated;reason=noresource"
+    info = ConferenceView().receive(last1.body)
+    assert info.users == {} and info.active is False
+
+
+def _mrfp_bye(focus: Focus, part_call_id: str, dialog_tag: str, remote_tag: str) -> Request:
+    return parse_datagram(  # type: ignore[return-value]
+        bytes(
+            Request(
+                "BYE",
+                "sip:mrfc@127.0.0.1:5070",
+                [
+                    ("Via", "SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK-fsbye"),
+                    ("From", f"<sip:conf@127.0.0.1:5080>;tag={remote_tag}"),
+                    ("To", f"<sip:mrfc@mrfc1.home1.net>;tag={dialog_tag}"),
+                    ("Call-ID", part_call_id),
+                    ("CSeq", "10 BYE"),
+                    ("Reason", 'Q.850;cause=16;text="NORMAL_CLEARING"'),
+                ],
+            )
+        )
+    )
+
+
+@pytest.mark.parametrize("explained", [True, False])
+def test_a_bye_from_the_mrfp_removes_the_participant(explained: bool) -> None:
+    focus = make_focus()
+    connect(focus, "user1_public1", "a1", "sip:conf-factory1@mrfc1.home1.net")
+    (conf,) = focus.conferences.values()
+    connect(focus, "user2_public1", "b1", conf.uri)
+    victim = next(p for p in conf.participants.values() if p.aor.startswith("sip:user2"))
+    assert victim.mrfp_dialog is not None and victim.mrfp_call_id is not None
+    bye = _mrfp_bye(
+        focus, victim.mrfp_call_id, victim.mrfp_dialog.local_tag, victim.mrfp_dialog.remote_tag
+    )
+    out = focus.on_request(bye, object(), 5.0, NOW)
+    assert [r.status for r in responses(out)] == [200]
+    (timer,) = [a for a in out if isinstance(a, SetTimer)]
+    assert timer.key[0] == "mrfp-gone"
+    if explained:
+        out = focus.on_media_event(
+            MemberRemoved("mrfp1", conf.id, "2", victim.mrfp_call_id, MemberRemovalCause.KICKED),
+            5.1,
+            NOW,
+        )
+        expected = "booted"
+    else:
+        out = focus.on_timer(timer.key, 6.0, NOW)
+        expected = "failed"
+    byes = [a.request for a in of(SendRequest, out) if a.request.method == "BYE"]
+    assert [str(b.uri) for b in byes] == ["sip:user2_public1@127.0.0.1:7000"]
+    assert victim.disconnection_method is not None
+    assert victim.disconnection_method.value == expected
+
+
+def test_a_notify_timing_out_in_a_participants_dialog_removes_it() -> None:
+    focus = make_focus()
+    tag = connect(focus, "user1_public1", "a1", "sip:conf-factory1@mrfc1.home1.net")
+    (conf,) = focus.conferences.values()
+    connect(focus, "user2_public1", "b1", conf.uri)
+    sub = request(
+        "SUBSCRIBE",
+        conf.uri,
+        user="user1_public1",
+        call_id="a1",
+        cseq=2,
+        to_tag=tag,
+        headers=[("Event", "conference")],
+    )
+    out = focus.on_request(sub, object(), 1.0, NOW)
+    (notify,) = [a for a in of(SendRequest, out) if a.request.method == "NOTIFY"]
+    out = focus.on_timeout(notify.context, 40.0, NOW)
+    user1 = next(p for p in conf.participants.values() if p.aor.startswith("sip:user1"))
+    assert user1.status is EndpointStatus.DISCONNECTED
+    assert any(a.request.method == "BYE" for a in of(SendRequest, out))
