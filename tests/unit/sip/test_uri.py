@@ -1,0 +1,127 @@
+"""SIP URIs and name-addr values (RFC 3261 §19.1, §20.10, §25.1; RFC 5118 IPv6)."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.sip.errors import ParseError
+from app.sip.uri import AbsoluteUri, NameAddr, SipUri, is_token, parse_uri, split_hostport
+
+
+def test_full_sip_uri() -> None:
+    uri = SipUri.parse("sips:alice:secret@Example.COM:5061;transport=TCP;lr;Maddr=239.1.1.1?"
+                       "subject=project%20x&priority=urgent")
+    assert (uri.scheme, uri.user, uri.password, uri.host, uri.port) == (
+        "sips", "alice", "secret", "Example.COM", 5061)
+    # Parameter names are case-insensitive (lower-cased); values kept as written.
+    assert uri.params == {"transport": "TCP", "lr": None, "maddr": "239.1.1.1"}
+    assert uri.transport == "tcp" and uri.lr
+    assert uri.headers == "subject=project%20x&priority=urgent"
+    assert str(uri) == ("sips:alice:secret@Example.COM:5061;transport=TCP;lr;maddr=239.1.1.1?"
+                        "subject=project%20x&priority=urgent")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["sip:example.com", "sip:alice@192.0.2.1", "sip:+1555@gw.example.net;user=phone",
+     "sip:[2001:db8::1]:5070;transport=udp", "sip:a%40b@example.com", "SIP:alice@h"],
+)
+def test_round_trip(text: str) -> None:
+    uri = SipUri.parse(text)
+    assert str(uri) == (text if not text.startswith("SIP") else "sip" + text[3:])
+
+
+def test_params_with_and_without_values() -> None:
+    uri = SipUri.parse("sip:h;a=1;b;c=;D=Mixed")
+    assert uri.params == {"a": "1", "b": None, "c": "", "d": "Mixed"}
+
+
+def test_escapes_are_kept_but_compare_unescaped() -> None:
+    a = SipUri.parse("sip:%61lice@ATLANTA.com;transport=TCP")
+    b = SipUri.parse("sip:alice@atlanta.com;transport=tcp")
+    assert a.user == "%61lice" and a.user_unescaped == "alice"
+    assert a.equivalent(b)  # RFC 3261 §19.1.4
+    assert not a.equivalent(SipUri.parse("sip:alice@atlanta.com"))  # transport differs
+    assert not a.equivalent(SipUri.parse("sip:alice@atlanta.com:5060;transport=tcp"))
+    assert a.aor == "sip:alice@atlanta.com"
+
+
+def test_ipv6_references() -> None:
+    assert split_hostport("[2001:db8::10]:5070") == ("[2001:db8::10]", 5070)
+    assert split_hostport("[2001:db8::10:5070]") == ("[2001:db8::10:5070]", None)
+    assert split_hostport("[::ffff:192.0.2.1]") == ("[::ffff:192.0.2.1]", None)
+    for bad in ("2001:db8::10", "[2001:db8::10", "[zz::1]", "[2001:db8::1]x", "[]"):
+        with pytest.raises(ParseError):
+            split_hostport(bad)
+
+
+@pytest.mark.parametrize(
+    "bad", ["sip:", "sip:a@", "sip:@host", "sip:host:99999", "sip:host:x", "sip:a b@h",
+            "sip:<a>@h", "sip:h;;x", "sip:ho_st", "http//x"]
+)
+def test_bad_uris(bad: str) -> None:
+    with pytest.raises(ParseError):
+        parse_uri(bad)
+
+
+def test_other_schemes_stay_opaque() -> None:
+    for text in ("tel:+1-201-555-0123;phone-context=x", "urn:service:sos",
+                 "soap.beep://192.0.2.103:3002", "nobodyKnowsThisScheme:totallyopaque"):
+        uri = parse_uri(text)
+        assert isinstance(uri, AbsoluteUri) and str(uri) == text
+    assert AbsoluteUri("TEL:+1").scheme == "tel"
+
+
+def test_user_part_may_hold_semicolon_and_question_mark() -> None:
+    uri = SipUri.parse("sip:user;par=u%40example.net@example.com")
+    assert uri.user == "user;par=u%40example.net" and uri.host == "example.com"
+    assert uri.params == {}
+
+
+def test_name_addr_forms() -> None:
+    quoted = NameAddr.parse('"Alice \\"A\\" Smith" <sip:alice@h;transport=tcp>;tag=1;x')
+    assert quoted.display_name == 'Alice \\"A\\" Smith'
+    assert quoted.sip_uri.params == {"transport": "tcp"}  # URI parameter, inside <>
+    assert quoted.params == {"tag": "1", "x": None}  # header parameters, outside
+    assert quoted.tag == "1"
+    tokens = NameAddr.parse("Alice Smith <sip:alice@h>")
+    assert tokens.display_name == "Alice Smith"
+    tight = NameAddr.parse('"caller"<sip:caller@example.com>;tag=323')  # RFC 4475 lwsdisp
+    assert tight.display_name == "caller" and tight.tag == "323"
+
+
+def test_addr_spec_params_belong_to_the_header() -> None:
+    # RFC 3261 §20.10: without <>, everything after the URI is a header parameter.
+    na = NameAddr.parse("sip:+19725552222@gw1.example.net;unknownparam;tag=9")
+    assert not na.bracketed and na.params == {"unknownparam": None, "tag": "9"}
+    assert isinstance(na.uri, SipUri) and na.uri.params == {}
+    assert str(na) == "sip:+19725552222@gw1.example.net;unknownparam;tag=9"
+    # An addr-spec cannot carry headers or spaces (RFC 4475 regbadct, badaspec).
+    for bad in ("sip:user@example.com?Route=%3Csip:x%3E", " sip:t.watson@example.org x"):
+        with pytest.raises(ParseError):
+            NameAddr.parse(bad)
+
+
+def test_name_addr_serialization_adds_brackets_when_needed() -> None:
+    na = NameAddr.parse("sip:a@h")
+    assert str(na) == "sip:a@h"
+    assert isinstance(na.uri, SipUri)
+    na.uri.params["transport"] = "tcp"
+    assert str(na) == "<sip:a@h;transport=tcp>"  # else the param would become a header param
+    copy = na.copy()
+    copy.params["tag"] = "x"
+    assert "tag" not in na.params
+
+
+@pytest.mark.parametrize(
+    "bad", ['"unterminated <sip:a@h>', '"name" sip:a@h', "Bell, Alex <sip:a@h>",
+            "<sip:a@h", "<sip:a@h> junk", ""]
+)
+def test_bad_name_addrs(bad: str) -> None:
+    with pytest.raises(ParseError):
+        NameAddr.parse(bad)
+
+
+def test_is_token() -> None:
+    assert is_token("INVITE") and is_token("!interesting-Method0123456789_*+`.%indeed'~")
+    assert not is_token("") and not is_token("a b") and not is_token("a:b")
