@@ -25,6 +25,7 @@ _IPV6 = re.compile(r"[0-9A-Fa-f:.]+").fullmatch  # IPv6reference content (RFC 51
 _BAD_USER = re.compile(r"[ \t\r\n<>\"@]").search
 _BAD_URI = re.compile(r"[ \t\r\n<>]").search
 _BAD_PARAM_NAME = re.compile(r"[ \t<>\"]").search
+_HAS_WS = re.compile(r"[ \t]").search
 
 
 def is_token(text: str) -> bool:
@@ -32,19 +33,46 @@ def is_token(text: str) -> bool:
 
 
 def _parse_params(text: str, what: str) -> dict[str, str | None]:
-    """`;a=b;c` -> {"a": "b", "c": None}; names lower-cased (RFC 3261 §19.1.4)."""
+    """`;a=b;c` -> {"a": "b", "c": None}; names lower-cased (RFC 3261 §19.1.4).
+
+    LWS around names and '=' is allowed (RFC 3261 §25.1 SEMI, EQUAL); a value is a token,
+    host or quoted-string, so whitespace inside an unquoted value is an error.
+    """
     params: dict[str, str | None] = {}
     if not text:
         return params
-    for item in text.split(";"):
+    for item in text.split(";") if '"' not in text else _split_outside_quotes(text, ";"):
         if not item:
             raise ParseError(f"Empty {what} parameter")
         name, eq, value = item.partition("=")
         name = name.strip()
         if not name or _BAD_PARAM_NAME(name):
-            raise ParseError(f"Bad {what} parameter {item!r}")
-        params[name.lower()] = value.strip() if eq else None
+            raise ParseError(f"Bad {what} parameter {item[:40]!r}")
+        if not eq:
+            params[name.lower()] = None
+            continue
+        value = value.strip()
+        if _HAS_WS(value) and not (len(value) > 1 and value[0] == '"' and value[-1] == '"'):
+            raise ParseError(f"Bad {what} parameter value {item[:40]!r}")
+        params[name.lower()] = value
     return params
+
+
+def _split_outside_quotes(text: str, sep: str) -> list[str]:
+    parts: list[str] = []
+    start = 0
+    i = 0
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == '"':
+            i = _closing_quote(text, i)
+        elif c == sep:
+            parts.append(text[start:i])
+            start = i + 1
+        i += 1
+    parts.append(text[start:])
+    return parts
 
 
 def format_params(params: dict[str, str | None]) -> str:
