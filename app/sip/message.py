@@ -667,31 +667,41 @@ class StreamFramer:
         self._max_headers = max_headers
 
     def feed(self, data: bytes) -> Iterator[Request | Response]:
+        """Add received bytes; yield every message they complete."""
         self._buffer += data
-        while True:
-            # CRLF keep-alives between messages (RFC 5626 §3.5.1) are skipped.
-            while self._buffer[:2] == b"\r\n":
-                del self._buffer[:2]
-            if not self._buffer:
-                return
-            buf = bytes(self._buffer)
-            split = _split_head(buf, stream=True)
-            if split is None:
-                if len(buf) > self._max:
-                    raise ParseError("Header section too large", status=513)
-                return
-            head, rest = split
-            msg, lengths = _parse_head(head, self._max_headers)
-            length = _declared_length(lengths)
-            if length is None:
-                raise ParseError("Missing Content-Length on a stream transport")  # §18.3
-            if len(head) + length > self._max:
-                raise ParseError("Message too large", status=513)
-            if len(rest) < length:
-                return  # RFC 4475 §3.1.2.2: wait for the rest of the body
-            msg.body = rest[:length]
-            del self._buffer[: len(buf) - len(rest) + length]
-            yield msg
+        buf = bytes(self._buffer)
+        pos = 0  # start of the first unframed message in `buf`
+        try:
+            while True:
+                # CRLF keep-alives between messages (RFC 5626 §3.5.1) are skipped.
+                while buf.startswith(b"\r\n", pos):
+                    pos += 2
+                if pos >= len(buf):
+                    return
+                end = buf.find(b"\r\n\r\n", pos)
+                if end >= 0:
+                    body_at = end + 4
+                else:
+                    end = buf.find(b"\n\n", pos)  # bare LF line ends, as for datagrams
+                    if end < 0:
+                        if len(buf) - pos > self._max:
+                            raise ParseError("Header section too large", status=513)
+                        return
+                    body_at = end + 2
+                msg, lengths = _parse_head(buf[pos:end], self._max_headers)
+                length = _declared_length(lengths)
+                if length is None:
+                    raise ParseError("Missing Content-Length on a stream transport")  # §18.3
+                if body_at - pos + length > self._max:
+                    raise ParseError("Message too large", status=513)
+                if len(buf) - body_at < length:
+                    return  # RFC 4475 §3.1.2.2: wait for the rest of the body
+                msg.body = buf[body_at : body_at + length]
+                pos = body_at + length
+                yield msg
+        finally:
+            # Keep only what is not framed yet; after an error, the offending message first.
+            del self._buffer[:pos]
 
     @property
     def pending(self) -> int:
