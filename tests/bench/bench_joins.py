@@ -1,0 +1,275 @@
+"""Conference joins per second through the MRFC-AS, and the NOTIFY fan-out of one change.
+
+1. SIPp against the MRFC-AS with the built-in media processor behind it: one conference is
+   created and held open, then joiners arrive at fixed rates (`-r`), each with the whole VoLTE
+   flow (INVITE with preconditions, reliable 183, PRACK, UPDATE with QoS met, 200, ACK), then
+   BYE. Prints joins/s achieved, p50/p99 INVITE-to-200 latency (SIPp's `-trace_rtt`), and the
+   MRFC-AS process's own CPU time per join (utime+stime from /proc/<pid>/stat before/after).
+2. In-process, on the sans-IO focus: a conference of 100 participants with 100 subscriptions;
+   the time from one join (or leave) until every subscriber's NOTIFY exists, each serialized.
+
+    .venv/bin/python tests/bench/bench_joins.py [--rates 50,100,200] [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from app.focus.actions import Action, Respond, SendRequest
+from app.focus.core import Focus, FocusConfig
+from app.sip.message import Request, Response, parse_datagram
+from tests.support.ports import free_port
+from tests.support.sipp import SIPP_BIN, sipp_available, start_sipp
+from tests.support.stack import Stack, start_stack, wait_for
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "interop" / "scenarios" / "focus"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# ============================================================ 1. SIPp joins =================
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (proc(5): fields 14 and 15, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run_rate(stack: Stack, conf_user: str, rate: int, seconds: float, work: Path) -> str:
+    calls = max(1, int(rate * seconds))
+    work.mkdir(parents=True)
+    args = [
+        SIPP_BIN, f"127.0.0.1:{stack.sip_port}",
+        "-sf", str(SCENARIOS / "uac_bench_join.xml"),
+        "-i", "127.0.0.1", "-p", str(free_port()), "-t", "u1",
+        "-m", str(calls), "-r", str(rate), "-l", str(max(50, rate * 4)),
+        "-nostdin", "-timeout", f"{int(seconds * 4 + 60)}s", "-timeout_error",
+        "-trace_rtt", "-rtt_freq", "1",
+        "-trace_err", "-error_file", str(work / "errors.log"),
+        "-key", "to_user", conf_user, "-key", "to_domain", "mrfc1.home1.net",
+        "-key", "ue_user", "joiner",
+    ]  # fmt: skip
+    pid = stack.mrfc.proc.pid
+    cpu0 = cpu_seconds(pid)
+    with (work / "stdout.log").open("wb") as out:
+        result = subprocess.run(args, cwd=work, stdout=out, stderr=subprocess.STDOUT, check=False)
+    cpu1 = cpu_seconds(pid)
+    # rtt CSV: date_ms;response_time_ms;rtd_no (one line per completed INVITE->200).
+    samples: list[tuple[float, float]] = []
+    for csv in work.glob("*_rtt.csv"):
+        for line in csv.read_text().splitlines()[1:]:
+            parts = line.split(";")
+            if len(parts) >= 2 and parts[0].replace(".", "", 1).isdigit():
+                samples.append((float(parts[0]), float(parts[1])))
+    if len(samples) < 2:
+        return f"rate {rate}/s: no completed joins (sipp exit {result.returncode}), see {work}"
+    samples.sort()
+    span = (samples[-1][0] - samples[0][0]) / 1000.0
+    achieved = (len(samples) - 1) / span if span > 0 else float("nan")
+    latencies = [s[1] for s in samples]
+    failed = calls - len(samples)
+    cpu_ms = (cpu1 - cpu0) * 1000.0 / len(samples)
+    return (
+        f"conference joins: {achieved:.0f}/s offered {rate}/s, {len(samples)} joins"
+        f"{f', {failed} failed' if failed else ''} "
+        f"(p50 {statistics.median(latencies):.0f} ms, p99 {percentile(latencies, 0.99):.0f} ms), "
+        f"MRFC-AS CPU {cpu_ms:.2f} ms per join (join + leave)"
+    )
+
+
+def bench_sipp(rates: list[int], seconds: float) -> None:
+    if not sipp_available():
+        print("sipp not installed: skipping the SIPp join benchmark")
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="bench-joins-"))
+    most = max(rates)
+    stack = start_stack(
+        tmp / "stack",
+        max_participants=most * 10 + 10,
+        log_level="WARNING",
+        rtp_ports=min(8000, most * 8 + 100),
+    )
+    holder = None
+    try:
+        wait_for(lambda: "ready" in stack.mrfc.output(), what="MRFC-AS ready")
+        holder = start_sipp(
+            SCENARIOS / "uac_join_wait_bye.xml",
+            tmp / "holder",
+            remote=f"127.0.0.1:{stack.sip_port}",
+            keys={
+                "to_user": "conf-factory1",
+                "to_domain": "mrfc1.home1.net",
+                "ue_user": "user1_public1",
+            },
+            timeout=3600,
+        )
+        wait_for(lambda: stack.query("select uri from conferences"), what="the conference")
+        ((uri,),) = stack.query("select uri from conferences")
+        conf_user = uri.removeprefix("sip:").split("@")[0]
+        for rate in rates:
+            print(run_rate(stack, conf_user, rate, seconds, tmp / f"rate-{rate}"), flush=True)
+    finally:
+        if holder is not None:
+            holder.stop()
+        stack.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ============================================================ 2. NOTIFY fan-out =============
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+SDP = (
+    "v=0\r\no=ue 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+)
+
+
+class Ids:
+    def __init__(self) -> None:
+        self._n = itertools.count(1)
+
+    def conference_id(self) -> str:
+        return f"c{next(self._n)}"
+
+    def participant_id(self) -> str:
+        return f"p{next(self._n)}"
+
+    def tag(self) -> str:
+        return f"t{next(self._n)}"
+
+    def call_id(self) -> str:
+        return f"call{next(self._n)}@focus"
+
+    def via(self, transport: str) -> str:
+        return f"SIP/2.0/{transport} 127.0.0.1:5070;rport;branch=z9hG4bK-{next(self._n)}"
+
+
+def ue_request(
+    method: str, uri: str, user: str, call_id: str, cseq: int, *, to_tag: str | None = None,
+    headers: tuple[tuple[str, str], ...] = (), body: str = "",
+) -> Request:  # fmt: skip
+    lines = [
+        ("Via", f"SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bK-{call_id}-{cseq}"),
+        ("Max-Forwards", "70"),
+        ("From", f"<sip:{user}@home1.net>;tag=ue-{call_id}"),
+        ("To", f"<{uri}>" + (f";tag={to_tag}" if to_tag else "")),
+        ("Call-ID", call_id),
+        ("CSeq", f"{cseq} {method}"),
+        ("Contact", f"<sip:{user}@127.0.0.1:7000>"),
+        *headers,
+    ]
+    if body:
+        lines.append(("Content-Type", "application/sdp"))
+    parsed = parse_datagram(bytes(Request(method, uri, lines, body.encode())))
+    assert isinstance(parsed, Request)
+    return parsed
+
+
+def mrfp_answers(focus: Focus, actions: list[Action]) -> list[Action]:
+    (send,) = [a for a in actions if isinstance(a, SendRequest) and a.request.method == "INVITE"]
+    invite = send.request
+    lines = [
+        ("Via", invite.get("Via") or ""),
+        ("From", invite.get("From") or ""),
+        ("To", f"{invite.get('To')};tag=mrfp"),
+        ("Call-ID", invite.call_id),
+        ("CSeq", str(invite.cseq)),
+        ("Contact", "<sip:mrfp@127.0.0.1:5080>"),
+        ("Content-Type", "application/sdp"),
+    ]
+    return focus.on_response(Response(200, None, lines, SDP.encode()), send.context, 0.0, NOW)
+
+
+def join(focus: Focus, uri: str, user: str, call_id: str) -> tuple[Request, str]:
+    """INVITE without 100rel, the MRFP's answer; returns the ACK to send and the focus's tag."""
+    first = focus.on_request(
+        ue_request("INVITE", uri, user, call_id, 1, body=SDP), object(), 0, NOW
+    )
+    actions = first + mrfp_answers(focus, first)
+    tag = next(a.response.to.tag for a in actions if isinstance(a, Respond))
+    assert tag is not None
+    return ue_request("ACK", uri, user, call_id, 1, to_tag=tag), tag
+
+
+def notify_bytes(actions: list[Action]) -> list[bytes]:
+    return [
+        bytes(a.request)
+        for a in actions
+        if isinstance(a, SendRequest) and a.request.method == "NOTIFY"
+    ]
+
+
+def bench_fanout(n: int = 100, rounds: int = 50) -> None:
+    config = FocusConfig(
+        factory_uris=["sip:conf-factory1@mrfc1.home1.net"],
+        conference_domain="mrfc1.home1.net",
+        local_contact="sip:mrfc@127.0.0.1:5070",
+        mrfp_uri={"mrfp1": "sip:127.0.0.1:5080"},
+        participant_limit=n + rounds + 10,
+    )
+    focus = Focus(config, Ids())
+    ack, _ = join(focus, "sip:conf-factory1@mrfc1.home1.net", "user0", "j0")
+    focus.on_request(ack, None, 0.0, NOW)
+    (conf,) = focus.conferences.values()
+    for i in range(1, n):
+        ack, _ = join(focus, conf.uri, f"user{i}", f"j{i}")
+        focus.on_request(ack, None, 0.0, NOW)
+    for i in range(n):
+        sub = ue_request(
+            "SUBSCRIBE", conf.uri, f"watcher{i}", f"s{i}", 1,
+            headers=(("Event", "conference"), ("Expires", "3600")),
+        )  # fmt: skip
+        focus.on_request(sub, object(), 0.0, NOW)
+    joins: list[float] = []
+    leaves: list[float] = []
+    sizes: list[int] = []
+    for r in range(rounds):
+        ack, tag = join(focus, conf.uri, f"extra{r}", f"x{r}")
+        start = time.perf_counter()
+        wire = notify_bytes(focus.on_request(ack, None, 1.0, NOW))
+        joins.append(time.perf_counter() - start)
+        assert len(wire) == n, len(wire)
+        sizes.append(sum(len(b) for b in wire))
+        bye = ue_request("BYE", conf.uri, f"extra{r}", f"x{r}", 2, to_tag=tag)
+        start = time.perf_counter()
+        wire = notify_bytes(focus.on_request(bye, object(), 2.0, NOW))
+        leaves.append(time.perf_counter() - start)
+        assert len(wire) == n, len(wire)
+    print(
+        f"partial NOTIFY to all {n} subscribers of a {n}-participant conference: "
+        f"join {statistics.median(joins) * 1000:.2f} ms, "
+        f"leave {statistics.median(leaves) * 1000:.2f} ms (median of {rounds}, NOTIFYs "
+        f"serialized), {statistics.median(sizes) / 1000:.1f} kB on the wire per change"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rates", default="50,100,200", help="offered joins/s, comma-separated")
+    parser.add_argument("--seconds", type=float, default=5.0, help="seconds of load per rate")
+    parser.add_argument("--no-sipp", action="store_true", help="only the in-process figure")
+    args = parser.parse_args()
+    bench_fanout()
+    if not args.no_sipp:
+        bench_sipp([int(r) for r in args.rates.split(",")], args.seconds)
+
+
+if __name__ == "__main__":
+    main()
