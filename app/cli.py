@@ -468,18 +468,81 @@ def serve() -> None:
     raise typer.Exit(run_server(settings))
 
 
-# STACK: `make run` — the whole local stack (CSCFs, MRFC-AS, media processor). To be added.
+# STACK: `make run` — the whole local stack (CSCFs, MRFC-AS, media processor).
+def _port_opt(name: str, default: int, what: str) -> Any:
+    return typer.Option(
+        f"--{name}-port",
+        envvar=f"MRFC_STACK_{name.upper().replace('-', '_')}_PORT",
+        min=1,
+        max=65535,
+        help=f"{what} (default {default}, or from the configuration).",
+        show_default=False,
+    )
+
+
+VarDirOpt = Annotated[
+    Path,
+    typer.Option("--var-dir", envvar="MRFC_STACK_VAR_DIR", help="Database, logs, run files."),
+]
+
+
 @app.command("stack")
-def stack() -> None:
-    """Start the whole local stack (not available yet)."""
-    raise fail("`stack` is not available yet", 2)
+def stack(
+    var_dir: VarDirOpt = Path("var"),
+    pcscf: Annotated[int | None, _port_opt("pcscf", 5060, "P-CSCF SIP port")] = None,
+    icscf: Annotated[int | None, _port_opt("icscf", 4060, "I-CSCF SIP port")] = None,
+    scscf: Annotated[int | None, _port_opt("scscf", 6060, "S-CSCF SIP port")] = None,
+    sip: Annotated[int | None, _port_opt("sip", 5070, "MRFC-AS SIP port")] = None,
+    api: Annotated[int | None, _port_opt("api", 8080, "REST API port")] = None,
+    mrfp_sip: Annotated[int | None, _port_opt("mrfp-sip", 5080, "media processor SIP port")] = None,
+    esl: Annotated[int | None, _port_opt("esl", 8021, "media processor ESL port")] = None,
+    rtp_ports: Annotated[
+        str, typer.Option("--rtp-ports", envvar="MRFC_STACK_RTP_PORTS", help="low-high")
+    ] = "20000-29999",
+    auth: Annotated[
+        bool,
+        typer.Option(
+            "--auth/--no-auth", envvar="MRFC_STACK_AUTH", help="Digest auth at the S-CSCF."
+        ),
+    ] = True,
+) -> None:
+    """Start the whole local stack: media processor, MRFC-AS, S-/I-/P-CSCF (Ctrl-C stops it)."""
+    from app.stack import StackOptions, StackPorts, run_stack
+
+    low, _, high = rtp_ports.partition("-")
+    if not (low.isdigit() and high.isdigit() and 1 <= int(low) < int(high) <= 65535):
+        raise fail(f"--rtp-ports: not a low-high port range: {rtp_ports!r}", 2)
+    given = {
+        "pcscf": pcscf, "icscf": icscf, "scscf": scscf, "mrfc_sip": sip, "api": api,
+        "mrfp_sip": mrfp_sip, "esl": esl,
+    }  # fmt: skip
+    explicit = {name for name, value in given.items() if value is not None}
+    ports = StackPorts(
+        **{name: value for name, value in given.items() if value is not None},
+        rtp_first=int(low),
+        rtp_last=int(high),
+    )
+    options = StackOptions(var_dir=var_dir, ports=ports, auth=auth, config=STATE.config)
+    raise typer.Exit(run_stack(options, explicit))
 
 
-# DEMO: `make demo` — a three-party conference against the stack. To be added.
+# DEMO: `make demo` — a three-party conference against the running stack.
 @app.command("demo")
-def demo() -> None:
-    """Run the three-party demo against the stack (not available yet)."""
-    raise fail("`demo` is not available yet", 2)
+def demo(
+    var_dir: VarDirOpt = Path("var"),
+    hold: Annotated[
+        float, typer.Option(help="Seconds the three stay together before the REST end.")
+    ] = 2.0,
+) -> None:
+    """Three SIPp UEs: user1 creates, user2 joins, user3 is dialed out by REFER; then the
+    REST view of the conference and the conference-info NOTIFYs each UE got."""
+    from app.demo import DemoError, run_demo
+    from app.stack import StackError
+
+    try:
+        run_demo(var_dir, hold=hold, echo=typer.echo)
+    except (DemoError, StackError) as exc:
+        raise fail(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
