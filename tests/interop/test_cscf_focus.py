@@ -21,9 +21,9 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from app.stack import conference_domain_rpcs
 from app.db import make_engine, make_session_factory, migrate, repo, session_scope
 from app.focus.conference_info import ConferenceView
+from app.stack import conference_domain_rpcs
 from tests.support.kamailio import Stack as CscfStack
 from tests.support.kamailio import kamailio_available, start_stack
 from tests.support.ports import free_port
@@ -147,6 +147,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                     'outbound_proxy = ""', f'outbound_proxy = "{cscf.scscf.uri};lr"'
                 )
             )
+            # In-dialog requests target the focus's Contact, the conference URI (RFC 4579 §5.1):
+            # the S-CSCF resolves its domain to the AS as `mrfc stack` sets it up (no DNS).
             for args in conference_domain_rpcs("mrfc1.home1.net", "127.0.0.1", sip_port):
                 cscf.scscf.kamcmd(*args)
             mrfc = start_mrfc(base, config)
@@ -243,9 +245,7 @@ def test_create_join_and_notify_through_the_cscfs(env: Env) -> None:
     assert ue1_result.ok, ue1_result.report() + env.logs()
 
     # user1: 200 with the conference URI as Contact;isfocus, came back through both CSCFs.
-    final = next(
-        m for m in ue1_result.received() if m.startswith("SIP/2.0 200") and "INVITE" in m
-    )
+    final = next(m for m in ue1_result.received() if m.startswith("SIP/2.0 200") and "INVITE" in m)
     (contact,) = header_values(final, "Contact")
     assert contact == f"<{conf_uri}>;isfocus"
     rr = ",".join(header_values(final, "Record-Route"))
