@@ -1489,8 +1489,11 @@ class Focus:
             part.dialog.local_contact = NameAddr.parse(self._focus_contact(conf.id))
             self._by_dialog[self._dialog_key(part.dialog)] = (conf.id, part.id)
         else:
-            # A retransmitted 2xx: ACK again (RFC 3261 §13.2.2.4).
-            self._ack_ue(part, out, body=self._ue_ack_body(part))
+            # A retransmitted 2xx: ACK again (RFC 3261 §13.2.2.4). Its offer must be answered
+            # in the ACK (RFC 3264 §4), so while the MRFP has not answered yet there is nothing
+            # to send: the ACK goes out with the MRFP's answer.
+            if part.mrfp_answer is not None or part.phase is Phase.GONE:
+                self._ack_ue(part, out, body=self._ue_ack_body(part))
             return
         if part.phase is Phase.GONE:
             self._ack_ue(part, out, body=None)

@@ -513,3 +513,45 @@ def test_a_notify_timing_out_in_a_participants_dialog_removes_it() -> None:
     user1 = next(p for p in conf.participants.values() if p.aor.startswith("sip:user1"))
     assert user1.status is EndpointStatus.DISCONNECTED
     assert any(a.request.method == "BYE" for a in of(SendRequest, out))
+
+
+def test_dial_out_ack_waits_for_the_mrfp_answer_on_a_retransmitted_200() -> None:
+    # Regression: a retransmitted 200 from the dialed user arriving before the MRFP had answered
+    # was ACKed at once without SDP, though that 200 carries an offer whose answer must be in
+    # the ACK (RFC 3264 §4, RFC 3261 §13.2.2.4).
+    focus = make_focus()
+    tag = connect(focus, "user1_public1", "a1", "sip:conf-factory1@mrfc1.home1.net")
+    (conf,) = focus.conferences.values()
+    refer = request(
+        "REFER",
+        conf.uri,
+        user="user1_public1",
+        call_id="a1",
+        cseq=2,
+        to_tag=tag,
+        headers=[("Refer-To", "<sip:user3_public1@home1.net>")],
+    )
+    out = focus.on_request(refer, object(), 1.0, NOW)
+    (dial,) = [a for a in of(SendRequest, out) if a.request.method == "INVITE"]
+    invite = dial.request
+    lines = [
+        ("Via", invite.get("Via") or ""),
+        ("From", invite.get("From") or ""),
+        ("To", f"{invite.get('To')};tag=u3"),
+        ("Call-ID", invite.call_id),
+        ("CSeq", str(invite.cseq)),
+        ("Contact", "<sip:user3_public1@127.0.0.1:7003>"),
+        ("Content-Type", "application/sdp"),
+    ]
+    ok = Response(200, None, lines, SDP_UE.encode())
+    first = focus.on_response(ok, dial.context, 1.1, NOW)
+    assert not of(SendAck, first), "no ACK before the MRFP's answer"
+    again = focus.on_response(ok, dial.context, 1.6, NOW)
+    assert not of(SendAck, again), "a retransmitted 200 waits for the answer too"
+    answered = answer_mrfp(focus, first)
+    acks = [a.request for a in of(SendAck, answered)]
+    to_user = [a for a in acks if a.uri.user == "user3_public1"]
+    assert len(to_user) == 1 and b"m=audio 20000" in to_user[0].body
+    late = focus.on_response(ok, dial.context, 2.0, NOW)
+    (ack,) = [a.request for a in of(SendAck, late)]
+    assert b"m=audio 20000" in ack.body
