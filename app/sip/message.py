@@ -828,7 +828,10 @@ def lenient_top_via(headers: list[tuple[str, str]]) -> Via | None:
     sent-protocol and sent-by alone (enough to send a 400 back, RFC 4475 §3.1.2.1 badinv01)."""
     for name, value in headers:
         if name == "Via":
-            top = split_commas(value)[0] if value else ""
+            try:
+                top = split_commas(value)[0]
+            except ParseError:  # an unbalanced quote further on: the first value may do
+                top = value.partition(",")[0]
             for text in (top, top.partition(";")[0]):
                 try:
                     return Via.parse(text)
