@@ -55,8 +55,10 @@ def _routes() -> list[APIRoute]:
 
     out: list[APIRoute] = []
     for module in pkgutil.iter_modules(package.__path__):
-        router = importlib.import_module(f"{package.__name__}.{module.name}").router
-        out += [r for r in router.routes if isinstance(r, APIRoute)]
+        found = importlib.import_module(f"{package.__name__}.{module.name}")
+        router = getattr(found, "router", None)  # a helper module may have none
+        if router is not None:
+            out += [r for r in router.routes if isinstance(r, APIRoute)]
     return out
 
 
