@@ -674,6 +674,17 @@ class Focus:
             conf = self.conferences.get(sub_entry[0])
             sub = conf.subscriptions.get(sub_entry[1]) if conf else None
             if conf is not None and sub is not None:
+                # RFC 3261 §12.2.2: check the CSeq, then record it and refresh the target
+                # (SUBSCRIBE is a target refresh request, RFC 6665 §4.1.2.1).
+                refused = sub.dialog.check_request(request)
+                if refused is not None:
+                    out.append(
+                        self._respond(
+                            txn, request, refused[0], refused[1], to_tag=sub.dialog.local_tag
+                        )
+                    )
+                    return
+                sub.dialog.accept_request(request)
                 if request.method == "SUBSCRIBE":
                     self._on_subscribe(request, txn, now, out, dialog=sub.dialog, existing=sub)
                     return
@@ -1149,8 +1160,7 @@ class Focus:
             return
         expires = min(expires, self.config.subscription_max_expires)
         if existing is not None:
-            sub = existing
-            sub.dialog.accept_request(request) if dialog is None else None
+            sub = existing  # its dialog has recorded the request (_in_dialog)
         else:
             if dialog is None:
                 local_tag = self.ids.tag()

@@ -555,3 +555,27 @@ def test_dial_out_ack_waits_for_the_mrfp_answer_on_a_retransmitted_200() -> None
     late = focus.on_response(ok, dial.context, 2.0, NOW)
     (ack,) = [a.request for a in of(SendAck, late)]
     assert b"m=audio 20000" in ack.body
+
+
+def test_a_subscription_refresh_is_checked_and_recorded_in_its_dialog() -> None:
+    # Regression: a refresh in a subscription's own dialog was neither checked nor recorded
+    # (RFC 3261 §12.2.2): an out-of-order CSeq was accepted, and a new Contact (SUBSCRIBE is a
+    # target refresh request, RFC 6665 §4.1.2.1) did not move the NOTIFYs.
+    focus = make_focus()
+    connect(focus, "user1_public1", "a1", "sip:conf-factory1@mrfc1.home1.net")
+    (conf,) = focus.conferences.values()
+    headers = [("Event", "conference"), ("Expires", "600")]
+    sub = request("SUBSCRIBE", conf.uri, user="w", call_id="s1", cseq=1, headers=headers)
+    (ok,) = responses(focus.on_request(sub, object(), 1.0, NOW))
+    tag = ok.to.tag
+    refresh = request(
+        "SUBSCRIBE", conf.uri, user="w2", call_id="s1", cseq=2, to_tag=tag, headers=headers
+    )
+    out = focus.on_request(refresh, object(), 2.0, NOW)
+    assert [r.status for r in responses(out)] == [200]
+    (notify,) = notifies(out)
+    assert str(notify.uri) == "sip:w2@127.0.0.1:7000", "the refresh's Contact is the new target"
+    stale = request(
+        "SUBSCRIBE", conf.uri, user="w", call_id="s1", cseq=2, to_tag=tag, headers=headers
+    )
+    assert [r.status for r in responses(focus.on_request(stale, object(), 3.0, NOW))] == [500]
