@@ -6,8 +6,15 @@ caches the result until that header changes. `validate_request` / `validate_resp
 the headers every transaction needs, so that a malformed message is refused with a 400 whose
 reason names the fault before it reaches a transaction (RFC 3261 §16.3, §8.2, RFC 4475).
 
-Bytes that are not UTF-8 survive a round trip (surrogateescape), so a message can be relayed
-unchanged.
+Serializing writes the start line from its fields and each header as `Name: value`, with a
+Content-Length that matches the body. A parsed message whose headers are still equal to what
+was parsed (and whose body length still matches its one Content-Length) writes its header
+lines as they arrived instead: the same message, without rebuilding every line. Bytes that
+are not UTF-8 survive either way (surrogateescape), so a message can be relayed unchanged.
+
+Hot-path notes (tests/bench/bench_sip.py): one split into lines, one `partition(": ")` and one
+dict lookup per line (header spellings seen before map straight to canonical names), no regex
+per line; anything unusual (folding, odd spacing, a new spelling) drops to a slow path.
 """
 
 from __future__ import annotations
@@ -57,16 +64,22 @@ REASON_PHRASES = {
 }
 
 
+# The received header section of a parsed message: the text after the start line, the
+# headers as parsed, and its single Content-Length value (see Message.__bytes__).
+_Wire = tuple[str, list[tuple[str, str]], str]
+
+
 class Message:
     """Common part of requests and responses: an ordered header list and a body."""
 
-    __slots__ = ("_cache", "body", "headers")
+    __slots__ = ("_cache", "_wire", "body", "headers")
 
     def __init__(self, headers: list[tuple[str, str]] | None = None, body: bytes = b"") -> None:
         # (canonical name, raw value) in wire order; names of unknown headers keep their case.
         self.headers: list[tuple[str, str]] = headers if headers is not None else []
         self.body = body
         self._cache: dict[str, Any] = {}
+        self._wire: _Wire | None = None
 
     # -- raw access -------------------------------------------------------------------------
 
@@ -374,6 +387,13 @@ class Message:
         # Content-Length always states the real body length (RFC 3261 §18.3, §20.14); a
         # message that had none gets one, so it can go over a stream transport as well.
         length = str(len(self.body))
+        wire = self._wire
+        if wire is not None and wire[2] == length and wire[1] == self.headers:
+            # Unchanged since it was parsed (compared by value, so any edit shows): its header
+            # lines go out as they came in, as a relaying element does (RFC 3261 §16.6 changes
+            # only what it must), with their one Content-Length still right.
+            head = f"{self._start_line()}\r\n{wire[0]}\r\n\r\n".encode(_ENC, _ERR)
+            return head + self.body if self.body else head
         lines = [self._start_line()]
         lines += map(": ".join, self.headers)
         lines.append("\r\n")
@@ -425,6 +445,7 @@ class Request(Message):
         self.headers = headers if headers is not None else []
         self.body = body
         self._cache = {}
+        self._wire = None
         self.method = method
         self.version = version
         if isinstance(uri, str):
@@ -470,6 +491,7 @@ class Response(Message):
         self.headers = headers if headers is not None else []
         self.body = body
         self._cache = {}
+        self._wire = None
         self.status = status
         self.reason = REASON_PHRASES.get(status, "") if reason is None else reason
         self.version = version
@@ -514,12 +536,10 @@ def parse_head(head: bytes, max_headers: int = MAX_HEADERS) -> Request | Respons
 def _parse_head(head: bytes, max_headers: int) -> tuple[Request | Response, list[str]]:
     """The message and the values of its Content-Length lines (needed for framing)."""
     text = head.decode(_ENC, _ERR)
-    if "\r\n" in text:
-        lines = text.split("\r\n")
-    else:
-        if "\r" in text:
-            raise ParseError("Bare CR in header section")
-        lines = text.split("\n")  # bare LF line ends: tolerated (RFC 3261 §7 says CRLF)
+    sep = "\r\n" if "\r\n" in text else "\n"  # bare LF: tolerated (RFC 3261 §7 says CRLF)
+    if sep == "\n" and "\r" in text:
+        raise ParseError("Bare CR in header section")
+    lines = text.split(sep)
     if len(lines) > max_headers + 1:
         raise ParseError("Too many header lines")
     start = lines[0]
@@ -528,6 +548,7 @@ def _parse_head(head: bytes, max_headers: int) -> tuple[Request | Response, list
     lengths: list[str] = []
     append = headers.append
     known = _NAME_CACHE.get
+    exact = sep == "\r\n"  # one header per line, CRLF: the lines can be sent again as they are
     it = iter(lines)
     next(it)
     for line in it:
@@ -538,9 +559,11 @@ def _parse_head(head: bytes, max_headers: int) -> tuple[Request | Response, list
         raw_name, _, value = line.partition(": ")
         name = known(raw_name)
         if name is None:
-            _add_unusual_line(headers, line, lengths)
+            exact = _add_unusual_line(headers, line, lengths) and exact
         else:
             append((name, value.strip()))
+    if exact and len(lengths) == 1:
+        msg._wire = (text[len(start) + 2 :], headers.copy(), lengths[0])
     return msg, lengths
 
 
@@ -550,7 +573,9 @@ _NAME_CACHE: dict[str, str] = {}
 _NAME_CACHE_MAX = 4096
 
 
-def _add_unusual_line(headers: list[tuple[str, str]], line: str, lengths: list[str]) -> None:
+def _add_unusual_line(headers: list[tuple[str, str]], line: str, lengths: list[str]) -> bool:
+    """Parse a line the hot path did not recognise; False if the line is not one header
+    (a continuation or an empty line)."""
     if line[:1] in (" ", "\t"):
         # RFC 3261 §7.3.1: a line starting with whitespace continues the previous value;
         # the folding is equivalent to one SP.
@@ -561,11 +586,11 @@ def _add_unusual_line(headers: list[tuple[str, str]], line: str, lengths: list[s
         headers[-1] = (name, f"{value} {more}" if value and more else value or more)
         if name == "Content-Length":
             lengths[-1] = headers[-1][1]
-        return
+        return False
     raw_name, colon, value = line.partition(":")
     if not colon:
         if not line.strip():
-            return  # an empty line left by mixed line ends
+            return False  # an empty line left by mixed line ends
         raise ParseError(f"Header line without a colon: {line[:40]!r}")
     stripped = raw_name.rstrip()  # RFC 3261 §7.3.1: WS is allowed before the colon
     if not is_token(stripped):
@@ -577,6 +602,7 @@ def _add_unusual_line(headers: list[tuple[str, str]], line: str, lengths: list[s
     elif len(_NAME_CACHE) < _NAME_CACHE_MAX:
         _NAME_CACHE[raw_name] = name
     headers.append((name, value))
+    return True
 
 
 def _parse_request_line(line: str) -> Request:

@@ -78,8 +78,12 @@ def test_compact_forms_and_case_insensitive_names() -> None:
     assert req.content_type == "application/sdp" and req.body == b"v=0\r\n"
     assert req.event is not None and req.event.value == "conference"
     assert req.get("call-id") == req.get("i") == "cid"
-    # Serialized with the full names.
-    assert b"\r\nCall-ID: cid\r\n" in bytes(req)
+    # Unchanged, it is sent on as received; once edited, written with the full names.
+    assert bytes(req) == data
+    req.set("Max-Forwards", "9")
+    out = bytes(req)
+    assert b"\r\nCall-ID: cid\r\n" in out and b"\r\nMax-Forwards: 9\r\n" in out
+    assert b"\r\nContent-Length: 5\r\n\r\nv=0\r\n" in out
 
 
 def test_multi_value_headers_across_lines_and_commas() -> None:
@@ -204,6 +208,25 @@ def test_round_trip_is_byte_exact_for_canonical_messages() -> None:
     resp = parse_datagram(resp_bytes)
     assert isinstance(resp, Response) and resp.reason == "Ringing"
     assert bytes(resp) == resp_bytes
+
+
+def test_unchanged_messages_go_out_as_received_and_any_edit_shows() -> None:
+    data = msg("Via:  SIP/2.0/UDP h;branch=z9hG4bK1  ", "v: SIP/2.0/UDP g;branch=z9hG4bK0",
+               *BASIC[1:], body=b"abc")
+    req = parse_datagram(data)
+    assert bytes(req) == data  # extra blanks and compact names kept
+    req.method = "OPTIONS"  # the start line is always written from the fields
+    assert bytes(req).startswith(b"OPTIONS sip:conf@") and bytes(req).endswith(data[6:])
+    req.headers[0] = ("Via", "SIP/2.0/UDP h;branch=z9hG4bK9")
+    assert b"\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK9\r\n" in bytes(req)
+    req = parse_datagram(data)
+    req.body = b"abcd"  # a new body length rewrites Content-Length
+    assert bytes(req).endswith(b"Content-Length: 4\r\n\r\nabcd")
+    req = parse_datagram(data)
+    req.headers = list(req.headers)  # equal by value: still as received
+    assert bytes(req) == data
+    folded = msg(*BASIC, "Subject: a", " b")
+    assert b"Subject: a b\r\n" in bytes(parse_datagram(folded))  # unfolded when written
 
 
 def test_serialization_fixes_content_length() -> None:
