@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 import app as app_package
+from app.api.console import router as console_router
 from app.api.deps import AppContext
 from app.api.errors import install_error_handlers
-from app.api.routes import conferences, events, health, subscribers
+from app.api.routes import conferences, events, health, stats, subscribers
 from app.db import SessionFactory
 from app.service.control import ConferenceControl
 from app.service.events import EventBus
@@ -57,8 +58,10 @@ def create_app(
     v1.include_router(conferences.router)
     v1.include_router(subscribers.router)
     v1.include_router(events.router)
+    v1.include_router(stats.router)
     api.include_router(v1)
     api.include_router(health.router)
+    api.include_router(console_router)
     # CONVENTIONS lists the probes beside the /api/v1 calls; serve them there too (unlisted in
     # the OpenAPI document, which shows them once at the root).
     api.include_router(health.router, prefix=API_PREFIX, include_in_schema=False)
