@@ -16,7 +16,7 @@ As UAC, `await peer.call(uri, dest)` sends INVITE, ACKs the 2xx (again for every
 retransmission of it), holds, sends BYE and reports how it went.
 
 Run it alone (the benchmark does) with `python -m tests.support.core_peer --port N`: it prints
-`ready <port>`, and on SIGTERM/SIGINT one JSON line of counters and its CPU time.
+`ready <port> cpu=<seconds>`, and on SIGTERM/SIGINT one JSON line of counters and its CPU time.
 """
 
 from __future__ import annotations
@@ -452,7 +452,9 @@ async def _serve(host: str, port: int) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(f"ready {peer.port}", flush=True)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    # The CPU seconds spent so far (imports, start-up), so a benchmark can subtract them.
+    print(f"ready {peer.port} cpu={usage.ru_utime + usage.ru_stime:.6f}", flush=True)
     try:
         await stop.wait()
     finally:

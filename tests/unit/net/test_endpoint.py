@@ -96,7 +96,7 @@ async def test_retransmits_on_the_loop_clock_then_times_out() -> None:
     await until(lambda: bool(tu.timeouts))
     # Timer E ran on the loop: several retransmissions, then Timer F (64*T1) told the TU.
     assert tu.timeouts == [txn]
-    assert 5 <= len(wire.sent) <= 20 and all(m is req for m, _ in wire.sent)
+    assert 5 <= len(wire.sent) <= 40 and all(m is req for m, _ in wire.sent)
     assert len(ep.layer) == 0
     ep.close()
 
