@@ -137,17 +137,14 @@ class Via:
         version, sep, rest = rest.partition("/")
         if not sep:
             raise ParseError(f"Bad Via {text!r}")
-        rest = rest.lstrip()
         # sent-protocol = name / version / transport, with LWS allowed around '/'.
-        transport_end = 0
-        while transport_end < len(rest) and rest[transport_end] not in " \t":
-            transport_end += 1
-        transport = rest[:transport_end]
-        sentby_params = rest[transport_end:].strip()
-        if not transport or not sentby_params:
-            raise ParseError(f"Bad Via {text!r}")
+        parts = rest.split(None, 1)
+        if len(parts) != 2:
+            raise ParseError(f"Bad Via {text[:60]!r}")
+        transport, sentby_params = parts
         sentby, _, paramtext = sentby_params.partition(";")
-        sentby = sentby.replace(" ", "").replace("\t", "")
+        if " " in sentby or "\t" in sentby:
+            sentby = sentby.replace(" ", "").replace("\t", "")
         host, port = split_hostport(sentby)
         params = _parse_params(paramtext, "Via")
         return cls(transport.upper(), host, port, params, f"{proto.strip()}/{version.strip()}")

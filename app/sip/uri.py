@@ -25,7 +25,6 @@ _IPV6 = re.compile(r"[0-9A-Fa-f:.]+").fullmatch  # IPv6reference content (RFC 51
 _BAD_USER = re.compile(r"[ \t\r\n<>\"@]").search
 _BAD_URI = re.compile(r"[ \t\r\n<>]").search
 _BAD_PARAM_NAME = re.compile(r"[ \t<>\"]").search
-_HAS_WS = re.compile(r"[ \t]").search
 
 
 def is_token(text: str) -> bool:
@@ -41,21 +40,38 @@ def _parse_params(text: str, what: str) -> dict[str, str | None]:
     params: dict[str, str | None] = {}
     if not text:
         return params
+    names = _PARAM_NAMES
     for item in text.split(";") if '"' not in text else _split_outside_quotes(text, ";"):
-        if not item:
-            raise ParseError(f"Empty {what} parameter")
-        name, eq, value = item.partition("=")
-        name = name.strip()
-        if not name or _BAD_PARAM_NAME(name):
-            raise ParseError(f"Bad {what} parameter {item[:40]!r}")
+        raw_name, eq, value = item.partition("=")
+        name = names.get(raw_name)
+        if name is None:
+            name = _check_param_name(raw_name, item, what)
         if not eq:
-            params[name.lower()] = None
+            params[name] = None
             continue
-        value = value.strip()
-        if _HAS_WS(value) and not (len(value) > 1 and value[0] == '"' and value[-1] == '"'):
+        if value[:1] in (" ", "\t") or value[-1:] in (" ", "\t"):
+            value = value.strip()
+        if (" " in value or "\t" in value) and not (
+            len(value) > 1 and value[0] == '"' and value[-1] == '"'
+        ):
             raise ParseError(f"Bad {what} parameter value {item[:40]!r}")
-        params[name.lower()] = value
+        params[name] = value
     return params
+
+
+# Raw parameter name -> lower-case name, for names already checked (a few dozen in practice).
+_PARAM_NAMES: dict[str, str] = {}
+
+
+def _check_param_name(raw_name: str, item: str, what: str) -> str:
+    if not item:
+        raise ParseError(f"Empty {what} parameter")
+    name = raw_name.strip()
+    if not name or _BAD_PARAM_NAME(name):
+        raise ParseError(f"Bad {what} parameter {item[:40]!r}")
+    if len(_PARAM_NAMES) < 4096:
+        _PARAM_NAMES[raw_name] = name.lower()
+    return name.lower()
 
 
 def _split_outside_quotes(text: str, sep: str) -> list[str]:
@@ -323,14 +339,17 @@ class NameAddr:
 
 
 def _closing_quote(text: str, start: int) -> int:
+    """Index of the '"' closing the quoted string that opens at `start` (RFC 3261 §25.1:
+    a backslash escapes the next character, so a quote preceded by an odd run of backslashes
+    is part of the string)."""
     i = start + 1
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == '"':
-            return i
-        i += 1
-    raise ParseError("Unterminated quoted string")
+    while True:
+        end = text.find('"', i)
+        if end < 0:
+            raise ParseError("Unterminated quoted string")
+        k = end - 1
+        while k > start and text[k] == "\\":
+            k -= 1
+        if (end - 1 - k) % 2 == 0:
+            return end
+        i = end + 1
