@@ -1728,6 +1728,13 @@ class Focus:
         if not conf.active:
             raise FocusError("conference_ended", f"conference {conf_id} has ended")
         out: list[Action] = []
+        # Subscribers' final NOTIFY (RFC 6665 §4.2.2) shows the conference as it ends: nobody
+        # left and active=false, rather than one partial document per participant kicked.
+        conf.info.users.clear()
+        conf.info.active = False
+        for sub in list(conf.subscriptions.values()):
+            if not sub.terminated:
+                self._terminate_subscription(conf, sub, "noresource", now, out)
         for part in list(conf.participants.values()):
             if part.phase is not Phase.GONE:
                 self._kick(conf, part, now, out, actor=actor)

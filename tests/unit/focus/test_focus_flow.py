@@ -579,3 +579,28 @@ def test_a_subscription_refresh_is_checked_and_recorded_in_its_dialog() -> None:
         "SUBSCRIBE", conf.uri, user="w", call_id="s1", cseq=2, to_tag=tag, headers=headers
     )
     assert [r.status for r in responses(focus.on_request(stale, object(), 3.0, NOW))] == [500]
+
+
+def test_ending_the_conference_sends_one_final_notify_with_nobody_left() -> None:
+    focus = make_focus()
+    connect(focus, "user1_public1", "a1", "sip:conf-factory1@mrfc1.home1.net")
+    (conf,) = focus.conferences.values()
+    connect(focus, "user2_public1", "b1", conf.uri)
+    sub = request(
+        "SUBSCRIBE",
+        conf.uri,
+        user="user1_public1",
+        call_id="s1",
+        cseq=1,
+        headers=[("Event", "conference")],
+    )
+    view = ConferenceView()
+    (first,) = notifies(focus.on_request(sub, object(), 1.0, NOW))
+    view.receive(first.body)
+    out = focus.end(conf.id, 2.0, actor="ops")
+    (final,) = notifies(out)
+    assert (final.get("Subscription-State") or "").startswith("terminated")
+    info = view.receive(final.body)
+    assert info.users == {} and info.active is False
+    byes = [a.request for a in of(SendRequest, out) if a.request.method == "BYE"]
+    assert len(byes) == 4, "each UE and each MRFP leg gets a BYE"
