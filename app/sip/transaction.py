@@ -366,6 +366,10 @@ class TransactionLayer:
     def find_invite_for_cancel(self, cancel: Request) -> ServerTransaction | None:
         """The INVITE server transaction a CANCEL targets (RFC 3261 §9.2)."""
         key = server_key(cancel)
+        if key[0] == "2543":
+            # RFC 2543 keys of an INVITE leave the To tag out (so its ACK matches); the CANCEL
+            # of a re-INVITE carries the INVITE's To tag, so leave it out here too.
+            key = (*key[:2], "", *key[3:])
         invite_key = (*key[:-1], "INVITE")
         txn = self.servers.get(invite_key)
         return txn if txn is not None and txn.state is not State.TERMINATED else None

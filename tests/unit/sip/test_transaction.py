@@ -636,6 +636,16 @@ def test_rfc2543_cancel_finds_invite() -> None:
     assert layer.find_invite_for_cancel(cancel) is itxn
 
 
+def test_rfc2543_cancel_finds_reinvite() -> None:
+    """§9.2: the CANCEL of a re-INVITE carries the INVITE's To tag; it still finds it."""
+    layer = TransactionLayer()
+    reinvite = request(branch=None, to_tag="b1", cseq=5)
+    itxn = _server_txn(layer, reinvite, UAC)
+    cancel = wire(build_cancel(reinvite))
+    assert cancel.to.tag == "b1"
+    assert layer.find_invite_for_cancel(cancel) is itxn
+
+
 @pytest.mark.skipif(not VECTORS.is_dir(), reason="../shared/vectors not present")
 def test_rfc4475_badbranch_falls_back_to_2543_matching() -> None:
     """RFC 4475 §3.2.1: a branch of exactly the magic cookie identifies nothing; the element
