@@ -247,13 +247,15 @@
 
   // series: [{label, cls, kind: 'step'|'bars', points: [[timeMs, value], ...]}]
   function chart(container, series, t0, t1) {
-    const W = 640, H = 180, L = 36, R = 12, T = 12, B = 26;
+    // Drawn at the container's own pixel size, so text is never stretched or scaled.
+    const W = Math.max(320, Math.floor(container.clientWidth) || 640);
+    const H = 170, L = 36, R = 12, T = 12, B = 26;
     const maxY = Math.max(1, ...series.flatMap((s) => s.points.map((p) => p[1])));
     const span = Math.max(1, t1 - t0);
     const x = (t) => L + ((t - t0) / span) * (W - L - R);
     const y = (v) => H - B - (v / maxY) * (H - T - B);
     const root = svg('svg', {
-      viewBox: `0 0 ${W} ${H}`, class: 'svg-chart', role: 'img',
+      viewBox: `0 0 ${W} ${H}`, width: W, height: H, class: 'svg-chart', role: 'img',
     });
     // Grid and y labels: 0, half, max (integers: these are counts).
     for (const v of [...new Set([0, Math.round(maxY / 2), maxY])]) {
@@ -286,6 +288,11 @@
       legend.append(el('span', { class: 'key ' + s.cls }), el('span', { text: s.label }));
     }
     container.replaceChildren(root, legend);
+    // The latest value of each series, for tests and for anyone reading the DOM.
+    container.dataset.last = series.map((s) => {
+      const p = s.points[s.points.length - 1];
+      return p ? p[1] : '';
+    }).join(',');
   }
 
   // ---- page: sign in ------------------------------------------------------------------------
@@ -571,7 +578,7 @@
         else if (err.status !== 401) $('conf-chart').textContent = `Chart unavailable: ${err.message}`;
       }
     };
-    const refreshChart = debounce(convChart, 1500);
+    const refreshChart = debounce(convChart, 800);
 
     $('lock').addEventListener('click', async () => {
       if (!conf) return;
