@@ -7,10 +7,12 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 APT_STAMP := var/.apt-installed
 
-# Debian packages the stack and its tests use (Kamailio 5.6, SIPp, baresip, PostgreSQL).
+# Debian packages the stack and its tests use (Kamailio 5.6, SIPp, baresip, PostgreSQL,
+# Chromium and its driver for the console's browser test).
 APT_PACKAGES := kamailio kamailio-python3-modules kamailio-sqlite-modules \
 	kamailio-postgres-modules kamailio-json-modules kamailio-utils-modules \
-	sip-tester baresip-core postgresql iproute2 util-linux procps
+	sip-tester baresip-core postgresql iproute2 util-linux procps \
+	chromium chromium-driver
 
 PYTEST_ARGS ?=
 
