@@ -222,23 +222,6 @@ def sqlops_con(db_url: str) -> tuple[str, bool]:
     return f"hss=>sqlite:///{Path(path).resolve()}", False
 
 
-def conference_domain_rpcs(domain: str, ip: str, port: int) -> list[list[str]]:
-    """kamcmd calls that make a Kamailio resolve `domain` to the MRFC-AS without DNS.
-
-    The focus's Contact is the conference URI (RFC 4579 §5.1), so in-dialog requests from a UE
-    (ACK, SUBSCRIBE, BYE) leave the S-CSCF's route set with `sip:conf-…@mrfc1.home1.net` as
-    their target. Where a deployment has DNS for that name, these entries are not needed; here
-    the S-CSCF's DNS cache gets a permanent A record and SIP SRV records (RFC 3263 §4.2) that
-    carry the AS's port. Flag 2 marks them permanent (no TTL expiry).
-    """
-    calls = [["dns.add_a", domain, "0", ip, "2"]]
-    for proto in ("udp", "tcp"):
-        calls.append(
-            ["dns.add_srv", f"_sip._{proto}.{domain}", "0", "1", "1", str(port), domain, "2"]
-        )
-    return calls
-
-
 def uri_domain(uri: str) -> str:
     rest = uri.split(":", 1)[1]
     return rest.rpartition("@")[2].split(";", 1)[0].split(":", 1)[0]
@@ -471,13 +454,7 @@ class Supervisor:
         ]
         for role, port, defines in roles:
             self.say(f"starting the {role[0].upper()}-CSCF (sip {port})")
-            ctl = self._start_kamailio(role, port, defines, env)
-            if role == "scscf":
-                domains = {uri_domain(u) for u in settings.conference.factory_uris}
-                domains.add(settings.conference.uri_domain)
-                for domain in sorted(domains):
-                    for call in conference_domain_rpcs(domain, sip.contact_host, sip.listen_port):
-                        _kamcmd(ctl, *call)
+            self._start_kamailio(role, port, defines, env)
 
         return StackInfo(
             ip=o.ip,

@@ -77,7 +77,7 @@ class Scscf:
         if not common.prelude(ksr):
             return 1
         if ksr.siputils.has_totag() > 0:
-            return common.route_in_dialog(ksr)
+            return self.in_dialog()
         method = ksr.pv.get("$rm") or ""
         try:
             if method == "REGISTER":
@@ -95,6 +95,25 @@ class Scscf:
             return self.terminating()
         except HssError:
             return common.reply(ksr, 500, "HSS Unavailable")
+
+    def in_dialog(self) -> int:
+        """Requests with a To tag follow their route set (RFC 3261 §16.12). When the set is
+        used up here and the target is a public service identity the iFC send to an AS — a
+        conference URI, which is the focus's Contact (RFC 4579 §5.1) — it goes to that AS
+        like an initial request would (TS 23.228 §5.4.12.3), not to DNS."""
+        ksr = self.ksr
+        if ksr.rr.loose_route() > 0:
+            if not ksr.pv.get("$du"):
+                method = ksr.pv.get("$rm") or ""
+                ruri = ksr.pv.get("$ru") or ""
+                try:
+                    criterion = common.match_ifc(self.hss.filter_criteria(), method, ruri)
+                except HssError:
+                    return common.reply(ksr, 500, "HSS Unavailable")
+                if criterion is not None:
+                    return self.to_as(criterion)
+            return common.relay(ksr)
+        return common.route_in_dialog(ksr)
 
     def register(self) -> int:
         ksr = self.ksr

@@ -23,7 +23,6 @@ from sqlalchemy import create_engine, text
 
 from app.db import make_engine, make_session_factory, migrate, repo, session_scope
 from app.focus.conference_info import ConferenceView
-from app.stack import conference_domain_rpcs
 from tests.support.kamailio import Stack as CscfStack
 from tests.support.kamailio import kamailio_available, start_stack
 from tests.support.ports import free_port
@@ -148,9 +147,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                 )
             )
             # In-dialog requests target the focus's Contact, the conference URI (RFC 4579 §5.1):
-            # the S-CSCF resolves its domain to the AS as `mrfc stack` sets it up (no DNS).
-            for args in conference_domain_rpcs("mrfc1.home1.net", "127.0.0.1", sip_port):
-                cscf.scscf.kamcmd(*args)
+            # the S-CSCF routes it to the AS by its filter criteria, without DNS.
             mrfc = start_mrfc(base, config)
             wait_ready(mrfc)
             wait_readyz(api_port)

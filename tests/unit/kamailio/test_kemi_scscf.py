@@ -123,3 +123,26 @@ def test_as_failure_fails_over_then_continues() -> None:
     ksr.returns["dispatcher.ds_next_dst"] = -1
     s.ksr_as_failure(None)
     assert ksr.pvs["$du"] == "sip:127.0.0.1:4060"
+
+
+def test_in_dialog_request_to_a_conference_uri_goes_to_the_as() -> None:
+    # The route set is used up at the S-CSCF and the target is the focus's Contact (the
+    # conference URI): the iFC send it to the AS, not to DNS.
+    criterion_row: list[str | None] = [
+        "10", None, r"^sips?:conf-[^@]*@mrfc1\.home1\.net", "dispatcher:1", "continue"
+    ]
+    s, ksr = make({"$rm": "BYE", "$ru": "sip:conf-abc@mrfc1.home1.net", "$du": None})
+    ksr.returns["siputils.has_totag"] = 1
+    with_rows(ksr, [criterion_row])
+    s.ksr_request_route(None)
+    assert ksr.called("dispatcher.ds_select_dst") == [(1, 8)]
+
+
+def test_in_dialog_request_with_a_next_hop_follows_the_route_set() -> None:
+    s, ksr = make(
+        {"$rm": "BYE", "$ru": "sip:conf-abc@mrfc1.home1.net", "$du": "sip:127.0.0.1:5060;lr"}
+    )
+    ksr.returns["siputils.has_totag"] = 1
+    s.ksr_request_route(None)
+    assert not ksr.called("dispatcher.ds_select_dst")
+    assert ksr.called("tm.t_relay") == [()]
