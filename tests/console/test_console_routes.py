@@ -286,3 +286,13 @@ async def test_node_stats_window_is_bounded(
 
 def httpx_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+async def test_pages_carry_the_root_path_of_a_proxy(env: Env) -> None:
+    # Behind a reverse proxy at /mrfc (uvicorn --root-path /mrfc) links and calls keep it.
+    transport = httpx.ASGITransport(app=env.app, root_path="/mrfc")
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        page = (await c.get("/mrfc/console/conferences")).text
+    assert 'data-base="/mrfc/console"' in page
+    assert 'data-api="/mrfc/api/v1"' in page
+    assert 'src="/mrfc/console/static/console.js?v=' in page
