@@ -191,7 +191,7 @@ class SipTransport:
         try:
             self._udp.sendto(data, (host, port))
             self._count("sent")
-        except OSError as exc:
+        except (OSError, ValueError, TypeError) as exc:  # e.g. an IPv6 peer on an IPv4 socket
             self._count("send_errors")
             log.warning("UDP send to %s:%d failed: %s", host, port, exc)
 

@@ -825,7 +825,8 @@ def error_response(
     the error names: 505, 513 ...) whose reason phrase says what is wrong. The headers a
     response needs are salvaged line by line from the raw bytes, so even a request whose start
     line or other headers are broken can be answered. Returns None when no answer is possible
-    or allowed: a response (never answered, §17.1.3), or no readable Via to send it to (§18.2.2).
+    or allowed: a response or an ACK (never answered), or no readable Via to send it to
+    (§18.2.2).
     """
     head = data.lstrip(b"\r\n")
     split = _split_head(head[:MAX_MESSAGE_SIZE], stream=False)
@@ -833,8 +834,8 @@ def error_response(
     # Unfold first (RFC 3261 §7.3.1): not the hot path, so a regex is fine here.
     text = _FOLDING.sub(" ", split[0].decode(_ENC, _ERR))
     lines = text.replace("\r\n", "\n").split("\n")
-    if lines[0].upper().startswith("SIP/"):
-        return None
+    if lines[0].upper().startswith("SIP/") or lines[0].startswith("ACK "):
+        return None  # responses and ACKs are never answered (RFC 3261 §17.1.3, §17.2.1)
     headers: list[tuple[str, str]] = []
     for line in lines[1:]:
         raw_name, colon, value = line.partition(":")

@@ -376,11 +376,17 @@ def test_error_response_from_an_unparseable_request() -> None:
     assert resp2 is not None and resp2.top_via.host == "192.0.2.1"
 
 
-def test_error_response_refuses_to_answer_responses_or_viala_less() -> None:
+def test_no_error_response_to_responses_acks_or_without_via() -> None:
     assert error_response(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\n\r\n", ParseError("x")) is None
     assert error_response(b"INVITE sip:a@b SIP/2.0\r\nTo: <sip:a@b>\r\n\r\n",
                           ParseError("x")) is None
     assert error_response(b"\x00\xff garbage", ParseError("x")) is None
+    ack = msg(*BASIC, start="ACK sip:a@b SIP/2.0").replace(b"CSeq: 314159 INVITE", b"CSeq: x")
+    parsed = parse_datagram(ack)
+    assert isinstance(parsed, Request)
+    with pytest.raises(ParseError) as err:
+        validate_request(parsed)
+    assert error_response(ack, err.value) is None
 
 
 def test_parse_head_alone() -> None:
