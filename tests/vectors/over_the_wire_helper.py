@@ -56,7 +56,10 @@ def vectors() -> list[tuple[str, bytes]]:
 def via_ports(data: bytes) -> set[int]:
     ports = set()
     for line in re.findall(rb"(?im)^(?:via|v)[ \t]*:[^\r\n]*", data):
-        ports.update(int(p) for p in re.findall(rb"[\]a-z0-9]:(\d{2,5})\b", line))
+        # A sent-by port ends the sent-by: ";", "," or the end of the line follows it (a bare
+        # IPv6 received value can look alike: one listener too many, harmless).
+        ports.update(int(p) for p in re.findall(rb"[\]A-Za-z0-9]:(\d{2,5})[ \t]*(?=[;,]|$)",
+                                                line))
     return ports
 
 
