@@ -2,7 +2,8 @@
 
 Two SIPp UEs join one conference and appear on the page without a reload; "Kick" on one makes
 that UE receive BYE and its row disappear; a `read` token sees the buttons disabled. A
-screenshot of the conference view is kept under test-artifacts/console/.
+screenshot of the conference view (user1 talking: loud RTP sent to the media processor) is
+kept under test-artifacts/console/.
 
 Needs Debian's chromium and chromium-driver (`make deps` installs them) and the selenium
 package (dev extra).
@@ -11,14 +12,20 @@ package (dev extra).
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
+import socket
+import struct
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import numpy as np
 import pytest
 
+from app.mrfp.builtin.g711 import ulaw_encode
 from tests.api.live import CONF_DOMAIN, start_ue, wait_ready
 from tests.support.sipp import SippProcess, sipp_available
 from tests.support.stack import PROJECT, Stack, start_stack
@@ -144,6 +151,44 @@ def same_page(driver: WebDriver) -> bool:
     return driver.execute_script("return window.__sameDocument === true;") is True
 
 
+def talk_lamp(driver: WebDriver, uri: str) -> str | None:
+    row = row_of(driver, uri)
+    return row.find_element(By.CSS_SELECTOR, ".talk").get_attribute("title") if row else None
+
+
+def mrfp_rtp_port(ue: SippProcess) -> int:
+    """The media processor's RTP port for this UE: the focus passes its SDP answer through."""
+    for message in ue.result().received():
+        match = re.search(r"^m=audio (\d+) ", message, re.M)
+        if match:
+            return int(match.group(1))
+    raise AssertionError("no SDP answer in the UE's trace")
+
+
+class Talker:
+    """Sends a loud 400 Hz PCMU tone as RTP, 20 ms a packet, until stopped (RFC 3550 §5.1)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._stop = threading.Event()
+        tone = (8000 * np.sin(2 * np.pi * 400 * np.arange(160) / 8000)).astype(np.int16)
+        self._payload = bytes(ulaw_encode(tone))
+        self._thread = threading.Thread(target=self._run, daemon=True, name="talker")
+        self._thread.start()
+
+    def _run(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            seq, ts = 0, 0
+            while not self._stop.wait(0.02):
+                header = struct.pack("!BBHII", 0x80, 0, seq & 0xFFFF, ts & 0xFFFFFFFF, 0x5EED)
+                sock.sendto(header + self._payload, ("127.0.0.1", self.port))
+                seq, ts = seq + 1, ts + 160
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
 def test_console_live_view_kick_and_read_only(
     stack: Stack, browser: WebDriver, tmp_path: Path
 ) -> None:
@@ -200,9 +245,17 @@ def test_console_live_view_kick_and_read_only(
         chart = driver.find_element(By.ID, "conf-chart")
         wait_for("the chart at 2", lambda: chart.get_attribute("data-last") == "2")
         assert chart.find_elements(By.CSS_SELECTOR, "svg path.line")
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        shot = ARTIFACTS / "conference_view.png"
-        assert driver.save_screenshot(str(shot)), "screenshot"
+        # -- user1 talks (loud RTP to the media processor): the indicator follows ----------
+        talker = Talker(mrfp_rtp_port(ues[0]))
+        try:
+            wait_for("user1 shown talking", lambda: talk_lamp(driver, USER1) == "talking")
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            shot = ARTIFACTS / "conference_view.png"
+            assert driver.save_screenshot(str(shot)), "screenshot"
+        finally:
+            talker.stop()
+        wait_for("user1 shown silent", lambda: talk_lamp(driver, USER1) == "silent")
+        assert talk_lamp(driver, USER2) == "silent"
         assert shot.stat().st_size > 10_000
 
         # -- mute and lock: shown once the focus's events say so ----------------------------
