@@ -153,7 +153,12 @@ def test_three_ues_hear_the_others_and_a_muted_one_goes_silent(stack: Stack, ues
     with httpx.Client(base_url=stack.api, headers=headers, timeout=10) as client:
         creator, *joiners = ues
         _dial(creator, FACTORY)
-        (conf,) = _get(client, "/api/v1/conferences?state=active")["items"]
+        # The database is written behind the SIP exchange: poll until the conference shows.
+        (conf,) = wait_for(
+            lambda: _get(client, "/api/v1/conferences?state=active")["items"],
+            30,
+            "the new conference in GET /conferences",
+        )
         assert conf["factory_uri"] == FACTORY
         for ue in joiners:
             _dial(ue, conf["uri"])
