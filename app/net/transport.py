@@ -87,6 +87,7 @@ class SipTransport:
         max_headers: int = MAX_HEADERS,
         tcp_idle_timeout: float = 300.0,
         connect_timeout: float = 5.0,
+        max_write_buffer: int = 1 << 20,
         resolver: Resolver | None = None,
     ) -> None:
         self.host = host
@@ -99,6 +100,7 @@ class SipTransport:
         self._max_headers = max_headers
         self._idle_timeout = tcp_idle_timeout
         self._connect_timeout = connect_timeout
+        self._max_write_buffer = max_write_buffer
         self._resolver = resolver
         self._loop: asyncio.AbstractEventLoop | None = None
         self._udp: asyncio.DatagramTransport | None = None
@@ -253,6 +255,12 @@ class SipTransport:
         return protocol.conn
 
     def _write(self, conn: _Connection, data: bytes) -> None:
+        if conn.writer.get_write_buffer_size() > self._max_write_buffer:
+            # A peer that stops reading must not make us buffer without bound.
+            self._count("tcp_overflow")
+            log.warning("connection %d to %s:%d is not reading; closing it", conn.id, *conn.peer)
+            self._close(conn, "write buffer full")
+            return
         try:
             conn.writer.write(data)
         except Exception as exc:  # a transport closed under us

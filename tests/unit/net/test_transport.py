@@ -302,3 +302,34 @@ async def test_failed_tcp_connect_is_counted_not_raised() -> None:
         await wait_until(lambda: transport.stats["send_errors"] == 1)
     finally:
         await transport.stop()
+
+
+async def test_peer_that_stops_reading_is_disconnected() -> None:
+    transport = SipTransport(HOST, free_port(), max_write_buffer=10_000)
+    await transport.start()
+    # A raw listener that accepts and never reads.
+    accepted: list[socket.socket] = []
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind((HOST, 0))
+    listener.listen()
+    listener.setblocking(False)
+    try:
+        dest = Address("TCP", HOST, listener.getsockname()[1])
+        big = parse_datagram(options(HOST, 9, transport="TCP"))
+        big.body = b"x" * 60_000
+        transport.send(big, dest)
+        loop = asyncio.get_running_loop()
+        conn, _ = await asyncio.wait_for(loop.sock_accept(listener), WAIT)
+        accepted.append(conn)
+        await wait_until(lambda: transport.connection_count == 1)
+
+        def flood() -> bool:
+            transport.send(big, dest)
+            return transport.stats["tcp_overflow"] > 0
+
+        await wait_until(flood)
+        assert transport.connection_count == 0
+    finally:
+        for sock in (*accepted, listener):
+            sock.close()
+        await transport.stop()
