@@ -114,6 +114,10 @@ class Message:
             return [v.strip() for v in lines]
         out: list[str] = []
         for line in lines:
+            if not line or line.isspace():
+                # An empty list is legal for some (Supported, Allow, Accept: RFC 3261 §20);
+                # where a value is required (Via), validation finds it missing.
+                continue
             for part in split_commas(line):
                 if not part:
                     raise ParseError(f"Empty value in {name} header")

@@ -102,6 +102,17 @@ def test_multi_value_headers_across_lines_and_commas() -> None:
     assert req.values("Route")[1] == "<sip:p2.home1.net;lr>"
 
 
+def test_empty_list_headers_are_empty_lists() -> None:
+    req = request("Supported:", "Allow: ", "Accept:")
+    validate_request(req)
+    assert req.supported == frozenset() and req.allow == frozenset()
+    assert req.values("Accept") == []
+    empty_via = parse_datagram(msg("Via:", *BASIC[1:]))
+    assert isinstance(empty_via, Request)
+    with pytest.raises(ParseError, match="Missing Via"):
+        validate_request(empty_via)
+
+
 def test_single_value_headers_keep_their_commas() -> None:
     req = request('Authorization: Digest username="alice", realm="home1.net", nonce="x"',
                   "Date: Sat, 13 Nov 2010 23:29:00 GMT")
