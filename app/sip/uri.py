@@ -18,7 +18,9 @@ from app.sip.errors import ParseError
 # generator per character (these run for every URI and parameter a message carries).
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+").fullmatch  # RFC 3261 §25.1 token
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*").fullmatch  # RFC 3986 §3.1
-_HOST = re.compile(r"[A-Za-z0-9\-.]+").fullmatch  # hostname / IPv4address
+# hostname / IPv4address; "_" is not in RFC 3261 §25.1 but appears in container and service
+# names, and rejecting a whole message for it helps nobody.
+_HOST = re.compile(r"[A-Za-z0-9\-._]+").fullmatch
 _IPV6 = re.compile(r"[0-9A-Fa-f:.]+").fullmatch  # IPv6reference content (RFC 5118 §4.10)
 # RFC 3261 §25.1: user = 1*( unreserved / escaped / user-unreserved ); ";" is allowed
 # (RFC 4475 §3.1.1.9 semiuri), and we tolerate any printable char except the delimiters.

@@ -57,7 +57,7 @@ def test_ipv6_references() -> None:
 
 @pytest.mark.parametrize(
     "bad", ["sip:", "sip:a@", "sip:@host", "sip:host:99999", "sip:host:x", "sip:a b@h",
-            "sip:<a>@h", "sip:h;;x", "sip:ho_st", "http//x"]
+            "sip:<a>@h", "sip:h;;x", "sip:ho!st", "http//x"]
 )
 def test_bad_uris(bad: str) -> None:
     with pytest.raises(ParseError):
@@ -125,3 +125,7 @@ def test_bad_name_addrs(bad: str) -> None:
 def test_is_token() -> None:
     assert is_token("INVITE") and is_token("!interesting-Method0123456789_*+`.%indeed'~")
     assert not is_token("") and not is_token("a b") and not is_token("a:b")
+
+
+def test_underscore_in_host_is_tolerated() -> None:
+    assert SipUri.parse("sip:mrfp@media_1.local:5080").host == "media_1.local"
