@@ -146,8 +146,6 @@ class Baresip:
     tone: Path
     dns_port: int | None = None
     sip_trace: bool = True
-    # False: baresip's own `Supported:` with an empty value (RFC 3261 §20.37 allows it).
-    list_option_tags: bool = True
     sip_port: int = field(init=False, default=0)
     ctrl_port: int = field(init=False, default=0)
     events: list[Event] = field(init=False, default_factory=list)
@@ -188,9 +186,6 @@ class Baresip:
         self.config_dir.mkdir(parents=True, exist_ok=True)
         self.record_dir.mkdir(parents=True, exist_ok=True)
         dns = f"127.0.0.1:{self.dns_port}" if self.dns_port else "127.0.0.1:53"
-        # With an instance id (the uuid module, RFC 5626 §4.1) baresip 1.0 supports GRUU and
-        # sends `Supported: gruu`; without one it sends `Supported:` with an empty value.
-        uuid = ["module uuid.so"] if self.list_option_tags else []
         (self.config_dir / "config").write_text(
             "\n".join(
                 [
@@ -204,7 +199,6 @@ class Baresip:
                     f"audio_source aufile,{self.tone}",
                     "audio_buffer 20-160",
                     f"module_path {MODULE_PATH}",
-                    *uuid,
                     "module g711.so",
                     "module aufile.so",
                     "module sndfile.so",
