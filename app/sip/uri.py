@@ -23,8 +23,7 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*").fullmatch  # RFC 3986 §3.1
 _HOST = re.compile(r"[A-Za-z0-9\-._]+").fullmatch
 _IPV6 = re.compile(r"[0-9A-Fa-f:.]+").fullmatch  # IPv6reference content (RFC 5118 §4.10)
 # RFC 3261 §25.1: user = 1*( unreserved / escaped / user-unreserved ); ";" is allowed
-# (RFC 4475 §3.1.1.9 semiuri), and we tolerate any printable char except the delimiters.
-_BAD_USER = re.compile(r"[ \t\r\n<>\"@]").search
+# (RFC 4475 §3.1.1.9 semiuri), and any printable character but the delimiters is tolerated.
 _BAD_URI = re.compile(r"[ \t\r\n<>]").search
 _BAD_PARAM_NAME = re.compile(r"[ \t<>\"]").search
 
@@ -122,9 +121,10 @@ def split_hostport(text: str) -> tuple[str, int | None]:
 
 
 def _parse_port(text: str) -> int:
-    if not text.isdigit() or len(text) > 5 or int(text) > 65535:
-        raise ParseError(f"Bad port {text!r}")
-    return int(text)
+    port = int(text) if text.isdigit() and len(text) <= 5 else 65536
+    if port > 65535:
+        raise ParseError(f"Bad port {text[:12]!r}")
+    return port
 
 
 @dataclass(slots=True)
@@ -154,7 +154,8 @@ class SipUri:
         at = rest.rfind("@")
         if at >= 0:
             userinfo, rest = rest[:at], rest[at + 1 :]
-            if not userinfo or _BAD_USER(userinfo):
+            # Blanks and <> were refused above and '@' cannot remain: only '"' is left.
+            if not userinfo or '"' in userinfo:
                 raise ParseError(f"Bad user part in {text!r}")
             # The password separator ':' cannot be in the user (RFC 3261 §25.1 user-unreserved).
             user, pcolon, pw = userinfo.partition(":")
@@ -165,15 +166,7 @@ class SipUri:
             rest, headers = rest[:qmark], rest[qmark + 1 :]
         hostport, _, paramtext = rest.partition(";")
         host, port = split_hostport(hostport)
-        return cls(
-            host=host,
-            user=user,
-            password=password,
-            port=port,
-            scheme=scheme_l,
-            params=_parse_params(paramtext, "URI"),
-            headers=headers,
-        )
+        return cls(host, user, password, port, scheme_l, _parse_params(paramtext, "URI"), headers)
 
     def __str__(self) -> str:
         out = [self.scheme, ":"]
