@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypedDict, TypeVar
@@ -325,6 +325,16 @@ def find_participant_by_dialog(
     if remote_tag is not None:
         stmt = stmt.where(Participant.remote_tag == remote_tag)
     return session.scalars(stmt.order_by(Participant.created_at.desc())).first()
+
+
+def existing_participants(session: Session, participant_ids: Iterable[str]) -> dict[str, str]:
+    """Which of these participants have a row: id -> its conference id (one query, for
+    writers that insert or update many rows in one transaction)."""
+    ids = list(participant_ids)
+    if not ids:
+        return {}
+    stmt = select(Participant.id, Participant.conference_id).where(Participant.id.in_(ids))
+    return {pid: cid for pid, cid in session.execute(stmt)}
 
 
 def update_participant(

@@ -40,6 +40,7 @@ from app.service.control import (
 )
 from app.service.events import ChangeEvent, EventBus
 from app.service.metrics import Metrics
+from app.service.persistence import Stamped, WriteBehind
 from app.service.restore import load_conferences, reconcile
 from app.sip.address import Address
 from app.sip.message import Request, Response, make_response
@@ -48,6 +49,9 @@ from app.sip.transaction import ClientTransaction, ServerTransaction
 log = logging.getLogger(__name__)
 
 Persist = Callable[[Changed], None]
+
+# How long an operator's action waits for its changes to reach the database (seconds).
+PERSIST_WAIT = 10.0
 
 
 class RandomIds:
@@ -96,6 +100,10 @@ class FocusService:
         self._timers: dict[tuple[str, ...], asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db")
+        # Changes are written behind, a batch per transaction (see app.service.persistence).
+        self._writer: WriteBehind | None = None
+        if persist is not None:
+            self._writer = WriteBehind(_batch_writer(persist))
         self._invite_started: dict[str, float] = {}
         endpoint.user = self
 
@@ -136,7 +144,13 @@ class FocusService:
         await self.pool.stop()
         for task in list(self._tasks):
             task.cancel()
+        if self._writer is not None:
+            self._writer.close()  # nothing lost: what is pending is written first
         self._db.shutdown(wait=True)
+
+    def flush_changes(self, timeout: float | None = None) -> bool:
+        """Block until every change so far is in the database (tests, orderly shutdown)."""
+        return self._writer is None or self._writer.flush(timeout)
 
     async def restore(self, session_factory: SessionFactory) -> int:
         """Take back the active conferences of the database (after a restart), then
@@ -339,10 +353,8 @@ class FocusService:
                     change.kind, change.conference_id, change.participant_id, _jsonable(change.data)
                 )
             )
-        if self.persist is not None:
-            persist = self.persist
-            future = self._db.submit(persist, change)
-            future.add_done_callback(_log_failure)
+        if self._writer is not None:
+            self._writer.put(change, datetime.now(UTC))
         if change.kind == "conference.ended":
             self.pool.release(change.conference_id)
 
@@ -364,28 +376,39 @@ class FocusService:
 
     # -- ConferenceControl ------------------------------------------------------------------
 
-    def _control(self, call: Callable[[], list[Action]]) -> None:
+    async def _control(self, call: Callable[[], list[Action]]) -> None:
         try:
             actions = call()
         except FocusError as exc:
             raise _control_error(exc) from exc
         self._run(actions)
+        await self._persisted()
+
+    async def _persisted(self) -> None:
+        """Return once the changes so far are in the database: an operator's action is
+        acknowledged only when a read after it (REST reads the database) shows it."""
+        if self._writer is not None:
+            await asyncio.to_thread(self._writer.flush, PERSIST_WAIT)
 
     async def end_conference(self, conference_id: str, actor: str) -> None:
-        self._control(lambda: self.focus.end(conference_id, self._now(), actor))
+        await self._control(lambda: self.focus.end(conference_id, self._now(), actor))
 
     async def kick(self, conference_id: str, participant_id: str, actor: str) -> None:
-        self._control(lambda: self.focus.kick(conference_id, participant_id, self._now(), actor))
+        await self._control(
+            lambda: self.focus.kick(conference_id, participant_id, self._now(), actor)
+        )
 
     async def set_muted(
         self, conference_id: str, participant_id: str, muted: bool, actor: str
     ) -> None:
-        self._control(
+        await self._control(
             lambda: self.focus.set_muted(conference_id, participant_id, muted, self._now(), actor)
         )
 
     async def set_locked(self, conference_id: str, locked: bool, actor: str) -> None:
-        self._control(lambda: self.focus.set_locked(conference_id, locked, self._now(), actor))
+        await self._control(
+            lambda: self.focus.set_locked(conference_id, locked, self._now(), actor)
+        )
 
     async def dial_out(self, conference_id: str, uri: str, actor: str) -> str:
         try:
@@ -393,6 +416,7 @@ class FocusService:
         except FocusError as exc:
             raise _control_error(exc) from exc
         self._run(actions)
+        await self._persisted()
         return pid
 
     async def health(self) -> dict[str, bool]:
@@ -422,7 +446,18 @@ def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _log_failure(future: Any) -> None:
-    exc = future.exception()
-    if exc is not None:
-        log.error("persisting a change failed: %s", exc, exc_info=exc)
+def _batch_writer(persist: Persist) -> Callable[[list[Stamped]], None]:
+    """A batch writer for `persist`: its own `write_batch` when it has one (one transaction
+    per batch), else `persist` called once per change."""
+    write_batch: Callable[[list[Stamped]], None] | None = getattr(persist, "write_batch", None)
+    if write_batch is not None:
+        return write_batch
+
+    def one_by_one(batch: list[Stamped]) -> None:
+        for change, _at in batch:
+            try:
+                persist(change)
+            except Exception as exc:  # one failed change must not repeat the others
+                log.error("persisting %s failed: %s", change.kind, exc, exc_info=exc)
+
+    return one_by_one
