@@ -81,6 +81,25 @@ async def until(condition: object, timeout: float = 15.0) -> None:
         await asyncio.sleep(0.05)
 
 
+def listening(port: int, transport: str) -> bool:
+    """Whether a socket is bound to `port` (a TCP one listening), from /proc/net; looking
+    there instead of probing leaves SIPp's sockets alone."""
+    table, state = ("tcp", "0A") if transport == "TCP" else ("udp", "07")
+    try:
+        lines = Path(f"/proc/net/{table}").read_text().splitlines()[1:]
+    except OSError:
+        return True  # no /proc: rely on the core's retransmissions and generous timeouts
+    suffix = f":{port:04X}"
+    return any(f.split()[1].endswith(suffix) and f.split()[3] == state for f in lines)
+
+
+async def until_listening(port: int, transport: str) -> None:
+    """SIPp as UAS must be listening before the core calls it: over TCP a refused connection
+    fails the INVITE at once (no retransmissions on a reliable transport)."""
+    await until(lambda: listening(port, transport), timeout=20.0)
+    assert listening(port, transport), f"SIPp is not listening on {transport} {port}"
+
+
 # -- SIPp as UAC, the core as UAS -----------------------------------------------------------
 
 
@@ -175,7 +194,7 @@ async def core_calls_sipp(peer: CorePeer, tmp_path: Path, transport: str, *, cal
         extra=extra,
     )
     try:
-        await asyncio.sleep(0.3)  # SIPp binds its port before it reads the scenario through
+        await until_listening(process.port, transport)
         dest = Address(transport, HOST, process.port)
 
         async def one(i: int) -> tuple[bool, str]:
