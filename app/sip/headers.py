@@ -81,6 +81,8 @@ def split_commas(value: str) -> list[str]:
     """Split a list-valued header at commas outside quotes and <> (RFC 3261 §7.3.1)."""
     if "," not in value:
         return [value.strip()]
+    if '"' not in value and "<" not in value:
+        return [part.strip() for part in value.split(",")]  # Allow, Supported, a bare Via list
     parts: list[str] = []
     depth = 0
     start = 0

@@ -76,18 +76,19 @@ def _check_param_name(raw_name: str, item: str, what: str) -> str:
 
 
 def _split_outside_quotes(text: str, sep: str) -> list[str]:
+    """`text.split(sep)`, except inside quoted strings."""
     parts: list[str] = []
-    start = 0
-    i = 0
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c == '"':
-            i = _closing_quote(text, i)
-        elif c == sep:
-            parts.append(text[start:i])
-            start = i + 1
-        i += 1
+    start = i = 0
+    while True:
+        at = text.find(sep, i)
+        if at < 0:
+            break
+        quote = text.find('"', i, at)
+        if quote >= 0:
+            i = _closing_quote(text, quote) + 1  # the separator may be inside: look again
+            continue
+        parts.append(text[start:at])
+        start = i = at + 1
     parts.append(text[start:])
     return parts
 
