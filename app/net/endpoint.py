@@ -114,7 +114,8 @@ class SipEndpoint:
         self._timer_at = deadline
         if deadline is not None:
             loop = asyncio.get_running_loop()
-            self._timer = loop.call_at(deadline, self._on_timer)
+            # Deadlines are on the endpoint's clock, which need not be the loop's.
+            self._timer = loop.call_later(max(deadline - self.now(), 0.0), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -130,6 +130,18 @@ async def test_incoming_invite_gets_100_and_the_tu_answers() -> None:
     ep.close()
 
 
+async def test_timers_follow_an_injected_clock() -> None:
+    """Deadlines are on the endpoint's clock: with a clock far from the loop's, the
+    retransmissions still come T1 apart in real time."""
+    loop = asyncio.get_running_loop()
+    wire = Wire()
+    ep = SipEndpoint(wire, HOST, 5070, timers=FAST, clock=lambda: loop.time() + 1000.0)
+    ep.user = Recorder()
+    ep.send_request(options(ep), PEER)
+    await until(lambda: len(wire.sent) >= 3)
+    ep.close()
+
+
 async def test_tu_exceptions_do_not_break_the_endpoint() -> None:
     ep, _, tu = make()
     tu.fail = True
