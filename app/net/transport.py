@@ -29,6 +29,7 @@ import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from app.sip.address import Address
 from app.sip.errors import ParseError
@@ -173,6 +174,8 @@ class SipTransport:
             self._count("send_errors")
             log.exception("cannot serialize %r", message)
             return
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("sending %r to %s", message, dest)
         if dest.transport == "UDP" and _is_ip(dest.host):
             self._send_udp(data, dest.host, dest.port)
             return
@@ -323,6 +326,8 @@ class SipTransport:
             log.exception("validation failed on %r from %s", message, source)
             return
         self._count("received_requests" if isinstance(message, Request) else "received_responses")
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("received %r from %s", message, source)
         handler = self.on_message
         if handler is None:
             self._count("dropped_no_handler")
@@ -426,7 +431,9 @@ class SipTransport:
             log.error("send task failed", exc_info=task.exception())
 
 
+@lru_cache(maxsize=1024)
 def _is_ip(host: str) -> bool:
+    # Cached: called for every message sent, with the same few peer addresses.
     try:
         ipaddress.ip_address(host)
     except ValueError:
