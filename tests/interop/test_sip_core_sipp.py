@@ -173,6 +173,29 @@ async def test_sipp_uac_100rel_with_10_percent_loss(peer: CorePeer, tmp_path: Pa
     assert len(peer.dialogs) == 0
 
 
+@pytest.mark.parametrize("transport", ["UDP", "TCP"])
+async def test_sipp_uac_cancels(peer: CorePeer, tmp_path: Path, transport: str) -> None:
+    log_dir = tmp_path / f"cancel-{transport.lower()}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    process = start_sipp(
+        SCENARIOS / "uac_cancel.xml", log_dir, remote=f"{HOST}:{peer.port}",
+        transport=SIPP_TRANSPORT[transport], keys={"svc": "core"}, timeout=30,
+        extra=stat_args(log_dir),
+    )  # fmt: skip
+    result = await wait_sipp(process)
+    assert result.ok, result.report()
+    # §9.2: the CANCEL found its INVITE: 200 to the CANCEL, 487 to the INVITE, exactly once
+    # (the ACK with the INVITE's branch matched the server transaction, so no Timer G).
+    finals = [
+        m.split("\n", 1)[0].strip() for m in result.received() if not m.startswith("SIP/2.0 1")
+    ]
+    assert finals == ["SIP/2.0 200 OK", "SIP/2.0 487 Request Terminated"]
+    assert peer.stats["calls_cancelled"] == 1
+    # The ACK for the 487 stayed inside the transaction layer (§17.2.1): the TU never saw it.
+    assert peer.stats["rx_ACK"] == 0
+    assert len(peer.dialogs) == 0 and len(peer.retrans) == 0
+
+
 # -- SIPp as UAS, the core as UAC -----------------------------------------------------------
 
 
