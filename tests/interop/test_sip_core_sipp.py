@@ -3,6 +3,7 @@
 - SIPp as UAC against the test UAS of `tests.support.core_peer` (transactions, dialogs, 100rel
   with PRACK, UPDATE, the 2xx retransmitted until ACK): INVITE with 100rel -> 183 reliable ->
   PRACK -> 200 PRACK -> UPDATE with SDP -> 200 -> 200 INVITE -> ACK -> BYE -> 200;
+- SIPp as UAC cancelling its INVITE (CANCEL matching, 487, the ACK for it absorbed);
 - SIPp as UAS against the core's UAC: INVITE -> 180/200 -> ACK -> BYE;
 - both over UDP and over TCP (one SIPp connection for all calls, `-t t1`);
 - both again with SIPp losing 10% of the messages it sends and receives (`-lost 10`) over
