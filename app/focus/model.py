@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from itertools import islice
 from typing import Any
 
 from app.focus.conference_info import (
@@ -151,10 +152,29 @@ class Conference:
     ended_at: datetime | None = None
     participants: dict[str, Participant] = field(default_factory=dict)
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
+    # Who may still be present, in `participants` order: `present()` walks this, not every
+    # participant the conference ever had (gone ones stay in `participants` for REST reads).
+    _live: dict[str, Participant] = field(default_factory=dict, init=False, repr=False)
+    _seen: int = field(default=0, init=False, repr=False)  # len(participants) at last look
 
     def present(self) -> list[Participant]:
         """Participants not gone (the ones that count against the limit)."""
-        return [p for p in self.participants.values() if p.phase is not Phase.GONE]
+        participants = self.participants
+        count = len(participants)
+        if count != self._seen:
+            if count > self._seen:
+                # Only added since the last look (dicts keep insertion order): take the tail.
+                new = list(islice(reversed(participants.items()), count - self._seen))
+                for pid, part in reversed(new):
+                    self._live[pid] = part
+            else:
+                self._live = dict(participants)
+            self._seen = count
+        live = [p for p in self._live.values() if p.phase is not Phase.GONE]
+        if len(live) != len(self._live):
+            # GONE is final: a participant that left never counts again.
+            self._live = {k: p for k, p in self._live.items() if p.phase is not Phase.GONE}
+        return live
 
     def snapshot(self) -> dict[str, Any]:
         return {

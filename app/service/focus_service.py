@@ -52,6 +52,8 @@ Persist = Callable[[Changed], None]
 
 # How long an operator's action waits for its changes to reach the database (seconds).
 PERSIST_WAIT = 10.0
+# Source hosts whose trust is remembered before the memory starts over.
+TRUST_CACHE_SIZE = 1024
 
 
 class RandomIds:
@@ -105,6 +107,11 @@ class FocusService:
         if persist is not None:
             self._writer = WriteBehind(_batch_writer(persist))
         self._invite_started: dict[str, float] = {}
+        self._trusted_hosts: dict[str, bool] = {}
+        self._trusted_for: object = None  # the `trusted` list the cache was made for
+        # Metric children by label values: `.labels()` per message costs more than `.inc()`.
+        self._request_counters: dict[tuple[str, str], Any] = {}
+        self._response_counters: dict[tuple[str, int, str], Any] = {}
         endpoint.user = self
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -198,17 +205,29 @@ class FocusService:
     # -- TransactionUser --------------------------------------------------------------------
 
     def _is_trusted(self, source: Address) -> bool:
-        if self.trusted is None:
+        trusted = self.trusted
+        if trusted is None:
             return True
-        try:
-            addr = ipaddress.ip_address(source.host)
-        except ValueError:
-            return False
-        return any(addr in net for net in self.trusted)
+        # The peers are a handful of CSCFs and MRFP nodes: remember the answer per host
+        # rather than parse the address for every message.
+        host = source.host
+        known = self._trusted_hosts.get(host)
+        if known is None or self._trusted_for is not trusted:
+            if self._trusted_for is not trusted or len(self._trusted_hosts) >= TRUST_CACHE_SIZE:
+                self._trusted_hosts.clear()  # a flood of sources must not grow it
+                self._trusted_for = trusted
+            try:
+                addr = ipaddress.ip_address(host)
+            except ValueError:
+                known = False
+            else:
+                known = any(addr in net for net in trusted)
+            self._trusted_hosts[host] = known
+        return known
 
     def on_request(self, request: Request, source: Address, txn: ServerTransaction | None) -> None:
         if self.metrics is not None:
-            self.metrics.sip_requests.labels(request.method, "in").inc()
+            self._count_request(request.method, "in")
         if not self._is_trusted(source):
             self._refuse_untrusted(request, source, txn)
             return
@@ -242,9 +261,7 @@ class FocusService:
         self, response: Response, source: Address, txn: ClientTransaction | None
     ) -> None:
         if self.metrics is not None:
-            self.metrics.sip_responses.labels(
-                response.cseq.method, str(response.status), "in"
-            ).inc()
+            self._count_status(response, "in")
         now, wall = self._now(), self._wall()
         if txn is None:
             self._run(self.focus.on_stray_2xx(response, now))
@@ -282,7 +299,7 @@ class FocusService:
                 self.endpoint.send_response_stateless(action.response)
         elif isinstance(action, SendRequest):
             if self.metrics is not None:
-                self.metrics.sip_requests.labels(action.request.method, "out").inc()
+                self._count_request(action.request.method, "out")
             dest = self.endpoint.resolve(action.next_hop)
             self.endpoint.send_request(action.request, dest, owner=action.context)
         elif isinstance(action, SendAck):
@@ -300,13 +317,29 @@ class FocusService:
 
     def _count_response(self, response: Response) -> None:
         if self.metrics is not None:
-            self.metrics.sip_responses.labels(
-                response.cseq.method, str(response.status), "out"
-            ).inc()
+            self._count_status(response, "out")
             if response.status == 200 and response.cseq.method == "INVITE":
                 started = self._invite_started.pop(response.call_id, None)
                 if started is not None:
                     self.metrics.join_latency.observe(self._now() - started)
+
+    def _count_request(self, method: str, direction: str) -> None:
+        key = (method, direction)
+        counter = self._request_counters.get(key)
+        if counter is None:
+            assert self.metrics is not None
+            counter = self._request_counters[key] = self.metrics.sip_requests.labels(*key)
+        counter.inc()
+
+    def _count_status(self, response: Response, direction: str) -> None:
+        key = (response.cseq.method, response.status, direction)
+        counter = self._response_counters.get(key)
+        if counter is None:
+            assert self.metrics is not None
+            counter = self._response_counters[key] = self.metrics.sip_responses.labels(
+                key[0], str(key[1]), direction
+            )
+        counter.inc()
 
     def _set_timer(self, key: tuple[str, ...], at: float) -> None:
         old = self._timers.pop(key, None)

@@ -1,0 +1,76 @@
+"""Shortcuts taken on the per-message path give the answers the plain computation gives."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from datetime import UTC, datetime
+
+from app.focus.conference_info import ConferenceInfo, JoiningMethod
+from app.focus.model import Conference, Participant, Phase
+from app.sip.address import Address
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def _conference() -> Conference:
+    uri = "sip:conf-c1@mrfc1.home1.net"
+    return Conference("c1", uri, None, None, "mrfp1", NOW, ConferenceInfo(entity=uri))
+
+
+def _participant(n: int) -> Participant:
+    return Participant(
+        f"p{n}", "c1", f"sip:u{n}@home1.net", None, JoiningMethod.DIALED_IN,
+        Phase.MRFP_PENDING, NOW,
+    )  # fmt: skip
+
+
+def test_present_follows_joins_and_leaves_in_any_order() -> None:
+    rng = random.Random(4575)
+    conf = _conference()
+    n = 0
+    for _ in range(2000):
+        roll = rng.random()
+        if roll < 0.4 or not conf.participants:
+            n += 1
+            part = _participant(n)
+            if rng.random() < 0.1:
+                part.phase = Phase.GONE  # added already gone (a restore, a failed dial)
+            conf.participants[part.id] = part
+        elif roll < 0.7:
+            rng.choice(list(conf.participants.values())).phase = Phase.GONE
+        else:
+            part = rng.choice(list(conf.participants.values()))
+            if part.phase is not Phase.GONE:
+                part.phase = rng.choice([Phase.EARLY, Phase.ANSWERED, Phase.CONNECTED])
+        if rng.random() < 0.5:  # not looked at after every change
+            expected = [p for p in conf.participants.values() if p.phase is not Phase.GONE]
+            assert conf.present() == expected
+    assert conf.present() == [p for p in conf.participants.values() if p.phase is not Phase.GONE]
+
+
+def test_present_of_a_conference_whose_participants_are_replaced() -> None:
+    conf = _conference()
+    for i in range(5):
+        conf.participants[f"p{i}"] = _participant(i)
+    assert len(conf.present()) == 5
+    conf.participants = {"p9": _participant(9)}
+    assert [p.id for p in conf.present()] == ["p9"]
+
+
+def test_trust_is_decided_per_host_and_follows_the_configured_networks() -> None:
+    from app.service.focus_service import FocusService
+
+    service = FocusService.__new__(FocusService)
+    service.trusted = [ipaddress.ip_network("127.0.0.0/8")]
+    service._trusted_hosts = {}
+    service._trusted_for = None
+    assert service._is_trusted(Address("UDP", "127.0.0.1", 5060))
+    assert service._is_trusted(Address("UDP", "127.0.0.1", 5061))
+    assert not service._is_trusted(Address("UDP", "10.0.0.1", 5060))
+    assert not service._is_trusted(Address("UDP", "not-an-address", 5060))
+    service.trusted = [ipaddress.ip_network("10.0.0.0/8")]
+    assert not service._is_trusted(Address("UDP", "127.0.0.1", 5060))
+    assert service._is_trusted(Address("UDP", "10.0.0.1", 5060))
+    service.trusted = None
+    assert service._is_trusted(Address("UDP", "192.0.2.1", 5060))
