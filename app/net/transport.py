@@ -89,6 +89,7 @@ class SipTransport:
         tcp_idle_timeout: float = 300.0,
         connect_timeout: float = 5.0,
         max_write_buffer: int = 1 << 20,
+        udp_receive_buffer: int = 4 << 20,
         resolver: Resolver | None = None,
     ) -> None:
         self.host = host
@@ -102,6 +103,7 @@ class SipTransport:
         self._idle_timeout = tcp_idle_timeout
         self._connect_timeout = connect_timeout
         self._max_write_buffer = max_write_buffer
+        self._udp_receive_buffer = udp_receive_buffer
         self._resolver = resolver
         self._loop: asyncio.AbstractEventLoop | None = None
         self._udp: asyncio.DatagramTransport | None = None
@@ -123,6 +125,7 @@ class SipTransport:
                 lambda: _UdpProtocol(self), local_addr=(self.host, self.port)
             )
             self._udp = udp
+            self._grow_receive_buffer(udp)
             # Port 0 asked for any port: TCP takes the one UDP got.
             self.port = int(udp.get_extra_info("sockname")[1])
         if self._tcp_enabled:
@@ -139,6 +142,25 @@ class SipTransport:
                 self.port = int(self._server.sockets[0].getsockname()[1])
         log.info("SIP transport listening on %s:%d (udp=%s tcp=%s)", self.host, self.port,
                  self._udp_enabled, self._tcp_enabled)
+
+    def _grow_receive_buffer(self, udp: asyncio.DatagramTransport) -> None:
+        """A burst of datagrams (retransmissions, a conference's worth of NOTIFY answers)
+        must not overflow the kernel's default receive buffer while the loop is busy.
+        SO_RCVBUFFORCE passes net.core.rmem_max when allowed (CAP_NET_ADMIN); otherwise
+        SO_RCVBUF gets what the kernel grants."""
+        sock = udp.get_extra_info("socket")
+        if sock is None or not self._udp_receive_buffer:
+            return
+        for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+            if option is None:
+                continue
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, self._udp_receive_buffer)
+                break
+            except OSError:
+                continue
+        log.debug("UDP receive buffer: %d bytes",
+                  sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
     async def stop(self) -> None:
         for task in list(self._connecting.values()):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 
@@ -333,3 +334,42 @@ async def test_peer_that_stops_reading_is_disconnected() -> None:
         for sock in (*accepted, listener):
             sock.close()
         await transport.stop()
+
+
+async def test_udp_receive_buffer_is_grown() -> None:
+    small = SipTransport(HOST, free_port(), tcp=False, udp_receive_buffer=0)
+    big = SipTransport(HOST, free_port(), tcp=False, udp_receive_buffer=4 << 20)
+    await small.start()
+    await big.start()
+    try:
+        sizes = [
+            t._udp.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            for t in (small, big)
+            if t._udp is not None
+        ]
+    finally:
+        await small.stop()
+        await big.stop()
+    if can_force_receive_buffer() or rmem_max() * 2 > sizes[0]:
+        assert sizes[1] > sizes[0]
+    else:  # capped at net.core.rmem_max, which is the default here: nothing to grow
+        assert sizes[1] == sizes[0]
+
+
+def rmem_max() -> int:
+    try:
+        return int(Path("/proc/sys/net/core/rmem_max").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+def can_force_receive_buffer() -> bool:
+    option = getattr(socket, "SO_RCVBUFFORCE", None)
+    if option is None:
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, 1 << 20)
+        except OSError:
+            return False
+    return True
