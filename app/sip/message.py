@@ -610,7 +610,7 @@ def _add_unusual_line(headers: list[tuple[str, str]], line: str, lengths: list[s
 
 
 def _parse_request_line(line: str) -> Request:
-    # RFC 3261 §25.1: Method SP Request-URI SP SIP-Version, single spaces (RFC 4475 §3.1.2.9-11).
+    # RFC 3261 §25.1: Method SP Request-URI SP SIP-Version, single spaces (RFC 4475 §3.1.2.8-10).
     parts = line.split(" ")
     if len(parts) != 3:
         raise ParseError("Malformed request line")
@@ -772,10 +772,10 @@ def validate_request(req: Request) -> None:
     validate_message(req)
     uri = req.uri
     if isinstance(uri, SipUri) and uri.headers is not None:
-        # RFC 3261 §19.1.1: headers are not allowed in a Request-URI (RFC 4475 §3.1.2.12).
+        # RFC 3261 §19.1.1: headers are not allowed in a Request-URI (RFC 4475 §3.1.2.11).
         raise ParseError("Request-URI has headers")
     if req.cseq.method != req.method:
-        raise ParseError("CSeq method does not match the request method")  # RFC 4475 mismatch01
+        raise ParseError("CSeq method does not match the request method")  # RFC 4475 §3.1.2.17
     if req.has("Record-Route"):
         req.record_routes  # noqa: B018
     if req.has("Route"):

@@ -3,7 +3,7 @@
 `SipUri` keeps the user part and parameter values as they were written (escaped), so a URI
 is forwarded unchanged; comparison follows RFC 3261 §19.1.4 (unescaped, case rules).
 Other schemes (tel:, urn:, soap.beep:, ...) parse as `AbsoluteUri` and are kept opaque:
-RFC 4475 §3.3.1-3.3.3 want them accepted by the parser and rejected by the application.
+RFC 4475 §3.3.2-3.3.4 want them accepted by the parser and rejected by the application.
 """
 
 from __future__ import annotations
