@@ -13,6 +13,7 @@ import pytest
 from app.net.transport import SipTransport
 from app.sip.address import Address
 from app.sip.message import Request, Response, make_response, parse_datagram
+from app.sip.routing import response_destination
 from tests.support.ports import free_port
 
 HOST = "127.0.0.1"
@@ -373,3 +374,32 @@ def can_force_receive_buffer() -> bool:
         except OSError:
             return False
     return True
+
+
+async def test_tcp_response_after_the_connection_closed_opens_a_new_one(server: Server) -> None:
+    """RFC 3261 §18.2.2: if the request's connection is gone, connect to the received
+    address and the sent-by port."""
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def listener(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        got.put_nowait(await reader.readuntil(b"\r\n\r\n"))
+        writer.close()
+
+    back = await asyncio.start_server(listener, HOST, 0)
+    back_port = back.sockets[0].getsockname()[1]
+    try:
+        _, writer = await open_tcp(server.transport.port)
+        writer.write(options("client.example.com", back_port, rport=False, transport="TCP"))
+        await writer.drain()
+        await server.wait_for(1)
+        writer.close()
+        await wait_until(lambda: server.transport.connection_count == 0)
+        request, source = server.received[0]
+        assert isinstance(request, Request)
+        dest = response_destination(request.top_via, source)
+        assert (dest.host, dest.port, dest.connection) == (HOST, back_port, source.connection)
+        server.transport.send(make_response(request, 200, to_tag="late"), dest)
+        resp = parse_datagram(await asyncio.wait_for(got.get(), WAIT))
+    finally:
+        back.close()
+    assert isinstance(resp, Response) and resp.status == 200 and resp.to.tag == "late"
