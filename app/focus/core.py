@@ -73,6 +73,7 @@ from app.sip.dialog import Dialog, DialogState
 from app.sip.errors import SipError
 from app.sip.message import Request, Response, make_response
 from app.sip.sdp import SdpError, SessionDescription, needs_renegotiation
+from app.sip.transaction import build_cancel
 from app.sip.uri import NameAddr, SipUri
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ class FocusConfig:
     t1: float = 0.5
     t2: float = 4.0
     focus_user: str = "mrfc"
+    ring_timeout: float = 60.0  # how long a dialed-out user's phone may ring
 
 
 @dataclass(frozen=True, slots=True)
@@ -994,6 +996,10 @@ class Focus:
             out.append(Respond(None, part.final_response))
             part.final_interval = min(2 * part.final_interval, self.config.t2)
             out.append(SetTimer(key, now + part.final_interval))
+        elif kind == "ring" and part.phase is Phase.DIALING:
+            # Nobody answered: CANCEL; the 487 that follows ends the participant.
+            log.info("dial-out to %s not answered; cancelling", part.aor)
+            self._cancel_dial_out(conf, part, out)
         elif kind == "mrfp-gone":
             # The MRFP's BYE came without an ESL event saying why.
             self._bye_ue(conf, part, out)
@@ -1042,7 +1048,7 @@ class Focus:
         part.status = EndpointStatus.DISCONNECTED
         part.disconnection_method = method
         part.left_at = self._now_wall
-        for timer in ("100rel", "2xx", "session", "mrfp-gone"):
+        for timer in ("100rel", "2xx", "session", "mrfp-gone", "ring"):
             out.append(CancelTimer((timer, conf.id, part.id)))
         if not mrfp_pending:
             self._bye_mrfp(conf, part, out)
@@ -1474,8 +1480,21 @@ class Focus:
         out.append(
             SendRequest(invite, hop, LegContext("dialout-invite", conf.id, part.id, request=invite))
         )
+        # The INVITE transaction waits as long as the user's phone rings (RFC 3261 §17.1.1.2):
+        # the focus gives up after a while and cancels it (§9.1).
+        out.append(SetTimer(("ring", conf.id, part.id), now + self.config.ring_timeout))
         out.append(Changed("participant.dialing", conf.id, part.id, part.snapshot(), actor))
         return part
+
+    def _cancel_dial_out(self, conf: Conference, part: Participant, out: list[Action]) -> None:
+        invite = part.invite
+        if invite is None:
+            return
+        cancel = build_cancel(invite)
+        hop = invite.routes[0].sip_uri if invite.has("Route") else invite.sip_uri
+        out.append(
+            SendRequest(cancel, hop, LegContext("dialout-cancel", conf.id, part.id, request=cancel))
+        )
 
     def _resp_dialout_invite(
         self, response: Response, ctx: LegContext, now: float, out: list[Action]
@@ -1485,6 +1504,8 @@ class Focus:
         if part is None or conf is None or ctx.request is None:
             return
         status = response.status
+        if status >= 200:
+            out.append(CancelTimer(("ring", conf.id, part.id)))
         if status < 200:
             if status > 100 and part.refer_subscription:
                 self._refer_progress(
@@ -1685,6 +1706,8 @@ class Focus:
         self, conf: Conference, part: Participant, now: float, out: list[Action], actor: str | None
     ) -> None:
         # RFC 4575 §5.7.6 "booted": removed by the focus on someone's request.
+        if part.phase is Phase.DIALING:
+            self._cancel_dial_out(conf, part, out)
         self._bye_ue(conf, part, out, reason='SIP;cause=200;text="Removed from the conference"')
         if part.invite_txn is not None and part.invite is not None:
             tag = part.dialog.local_tag if part.dialog else None

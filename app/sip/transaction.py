@@ -257,7 +257,11 @@ class TransactionLayer:
             else:
                 txn.retransmit_interval = t.t2
             self._arm(txn, "E", now + txn.retransmit_interval)
-        elif name in ("B", "F") and txn.state in (State.CALLING, State.TRYING, State.PROCEEDING):
+        elif (name == "B" and txn.state is State.CALLING) or (
+            name == "F" and txn.state in (State.TRYING, State.PROCEEDING)
+        ):
+            # §17.1.1.2: Timer B only while Calling; once a provisional came, ending an INVITE
+            # that never gets a final response is the TU's job (CANCEL, cf. Timer C §16.6).
             out.append(TransactionTimeout(txn))
             self._terminate(txn, out)
         elif name in ("D", "K", "M"):

@@ -604,3 +604,44 @@ def test_ending_the_conference_sends_one_final_notify_with_nobody_left() -> None
     assert info.users == {} and info.active is False
     byes = [a.request for a in of(SendRequest, out) if a.request.method == "BYE"]
     assert len(byes) == 4, "each UE and each MRFP leg gets a BYE"
+
+
+def test_a_dial_out_nobody_answers_is_cancelled() -> None:
+    focus = make_focus()
+    tag = connect(focus, "user1_public1", "a1", "sip:conf-factory1@mrfc1.home1.net")
+    (conf,) = focus.conferences.values()
+    refer = request(
+        "REFER",
+        conf.uri,
+        user="user1_public1",
+        call_id="a1",
+        cseq=2,
+        to_tag=tag,
+        headers=[("Refer-To", "<sip:user3_public1@home1.net>")],
+    )
+    out = focus.on_request(refer, object(), 1.0, NOW)
+    (dial,) = [a for a in of(SendRequest, out) if a.request.method == "INVITE"]
+    (ring,) = [a for a in out if isinstance(a, SetTimer) and a.key[0] == "ring"]
+    assert ring.at == pytest.approx(61.0)
+    ringing = Response(
+        180,
+        None,
+        [
+            ("Via", dial.request.get("Via") or ""),
+            ("From", dial.request.get("From") or ""),
+            ("To", f"{dial.request.get('To')};tag=u3"),
+            ("Call-ID", dial.request.call_id),
+            ("CSeq", "1 INVITE"),
+        ],
+    )
+    focus.on_response(ringing, dial.context, 2.0, NOW)
+    out = focus.on_timer(ring.key, 61.0, NOW)
+    (cancel,) = [a for a in of(SendRequest, out) if a.request.method == "CANCEL"]
+    assert cancel.request.top_via.branch == dial.request.top_via.branch  # RFC 3261 §9.1
+    assert str(cancel.next_hop) == str(dial.next_hop)
+    terminated = Response(487, None, ringing.headers)
+    out = focus.on_response(terminated, dial.context, 61.1, NOW)
+    frags = [n.body for n in notifies(out) if n.get("Event") == "refer"]
+    assert frags == [b"SIP/2.0 487 Request Terminated\r\n"]
+    user3 = next(p for p in conf.participants.values() if p.aor.startswith("sip:user3"))
+    assert user3.status is EndpointStatus.DISCONNECTED

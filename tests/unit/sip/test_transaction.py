@@ -218,19 +218,18 @@ def test_invite_client_non2xx_builds_ack_and_reacks_until_timer_d() -> None:
     assert len(layer) == 0
 
 
-def test_invite_client_timeout_after_proceeding_not_retransmitting() -> None:
-    """RFC 3261 §17.1.1.2 fires Timer B only in Calling and leaves a UAC in Proceeding to its
-    TU (CANCEL, Timer C). This layer keeps B running in Proceeding as the UAC's limit on a
-    call that never gets a final response (the focus's dial-out relies on it), so a 1xx stops
-    the retransmissions but not the 64*T1 limit."""
+def test_invite_client_in_proceeding_waits_for_its_tu() -> None:
+    """RFC 3261 §17.1.1.2 fires Timer B only in Calling: once a 1xx came, retransmissions stop
+    and the transaction waits for a final response or the TU's CANCEL (the focus rings a
+    dial-out for a limited time, then cancels)."""
     layer = TransactionLayer()
     inv = request()
     txn, _ = layer.send_request(inv, UAS, 0.0)
     layer.receive_response(response_to(inv, 100), UAS, 0.1)
     events = run_until(layer, 40.0)
     assert transmit_times(events) == []
-    assert any(isinstance(o, TransactionTimeout) for _, o in events)
-    assert st(txn) is State.TERMINATED
+    assert not any(isinstance(o, TransactionTimeout) for _, o in events)
+    assert st(txn) is State.PROCEEDING
 
 
 # -- non-INVITE client (§17.1.2) --------------------------------------------------------------
