@@ -133,13 +133,15 @@ class Via:
     @classmethod
     def parse(cls, text: str) -> Via:
         text = text.strip()
-        proto, sep, rest = text.partition("/")
-        if not sep:
-            raise ParseError(f"Bad Via {text!r}")
-        version, sep, rest = rest.partition("/")
-        if not sep:
-            raise ParseError(f"Bad Via {text!r}")
-        # sent-protocol = name / version / transport, with LWS allowed around '/'.
+        if text.startswith("SIP/2.0/"):
+            protocol, rest = "SIP/2.0", text[8:]  # nearly always
+        else:
+            # sent-protocol = name / version / transport, with LWS allowed around '/'.
+            proto, sep, rest = text.partition("/")
+            version, sep2, rest = rest.partition("/")
+            if not sep or not sep2:
+                raise ParseError(f"Bad Via {text[:60]!r}")
+            protocol = f"{proto.strip()}/{version.strip()}"
         parts = rest.split(None, 1)
         if len(parts) != 2:
             raise ParseError(f"Bad Via {text[:60]!r}")
@@ -149,7 +151,7 @@ class Via:
             sentby = sentby.replace(" ", "").replace("\t", "")
         host, port = split_hostport(sentby)
         params = _parse_params(paramtext, "Via")
-        return cls(transport.upper(), host, port, params, f"{proto.strip()}/{version.strip()}")
+        return cls(transport.upper(), host, port, params, protocol)
 
     def __str__(self) -> str:
         hostport = self.host if self.port is None else f"{self.host}:{self.port}"
