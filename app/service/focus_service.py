@@ -8,6 +8,7 @@ implements `ConferenceControl` for the REST API.
 from __future__ import annotations
 
 import asyncio
+import gc
 import ipaddress
 import logging
 import secrets
@@ -118,6 +119,7 @@ class FocusService:
 
     async def start(self) -> None:
         self._screen_transport()
+        _freeze_startup_objects()
         await self.pool.start(self._on_media_event)
 
     def _screen_transport(self) -> None:
@@ -455,6 +457,19 @@ class FocusService:
     async def health(self) -> dict[str, bool]:
         nodes = self.pool.nodes
         return {"sip": True, "esl": bool(nodes) and any(n.connected for n in nodes)}
+
+
+def _freeze_startup_objects() -> None:
+    """Keep the cyclic garbage collector off what was built before serving (modules,
+    classes, settings, the API app): it lives as long as the process.
+
+    A full collection walks every tracked object; with some 230k of them from start-up, each
+    took about 115 ms, ran every few seconds at 100 joins/s (0.4 ms of CPU per join) and set
+    the p99 join latency. Frozen (`gc.freeze`), they are no longer walked; what is garbage
+    now is collected first so it is not kept forever.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _control_error(exc: FocusError) -> Exception:
