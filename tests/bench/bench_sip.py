@@ -94,6 +94,14 @@ def _parse_validate_serialize(data: bytes) -> None:
     bytes(msg)
 
 
+def _parse_edit_serialize(data: bytes) -> None:
+    # What a proxy does: one header added, so every header line is written out again
+    # (an unchanged message reuses its received header block).
+    msg = parse_datagram(data)
+    msg.add("Via", "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-bench", first=True)
+    bytes(msg)
+
+
 _PARSED_INVITE = parse_datagram(INVITE)
 _OK_HEADERS = [
     ("Contact", "<sip:conf-x3Jk9Qm2Lp0aZ7wE@mrfc1.home1.net;transport=udp>;isfocus"),
@@ -139,6 +147,7 @@ def main() -> None:
     assert bytes(invite) == INVITE and bytes(parse_datagram(OK)) == OK
     print(f"parse+serialize INVITE: {rate(_parse_serialize, INVITE):.0f} msg/s")
     print(f"parse+serialize 200 OK: {rate(_parse_serialize, OK):.0f} msg/s")
+    print(f"parse+edit+serialize INVITE: {rate(_parse_edit_serialize, INVITE):.0f} msg/s")
     print(f"parse+validate+serialize INVITE: {rate(_parse_validate_serialize, INVITE):.0f} msg/s")
     print(f"make_response+serialize 200 OK: {rate(_build_serialize, INVITE):.0f} msg/s")
 
