@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from app.focus.conference_info import ConferenceView
+from tests.support.postgres import database_url, postgres_server  # noqa: F401
 from tests.support.sipp import header_values, sipp_available, start_sipp
 from tests.support.stack import restart_mrfc, start_stack
 
@@ -32,9 +33,9 @@ def _wait(predicate, timeout: float = 20.0, what: str = "condition"):  # type: i
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_restart_keeps_the_conference(tmp_path: Path) -> None:
-    stack = start_stack(tmp_path)
-    engine = create_engine(stack.database_url or f"sqlite:///{stack.database}")
+def test_restart_keeps_the_conference(tmp_path: Path, database_url: str) -> None:  # noqa: F811
+    stack = start_stack(tmp_path, database_url=database_url)
+    engine = create_engine(stack.database_url)
 
     def rows(sql: str) -> list[tuple[object, ...]]:
         with engine.connect() as conn:
