@@ -22,9 +22,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, update
+from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.orm import Session
 
 from app.db import repo
@@ -50,6 +50,12 @@ _PARTICIPANT_FIELDS = (
     "left_at",
 )
 
+_PARTICIPANTS = cast(Table, Participant.__table__)
+_EVENT_LOG = cast(Table, EventLogEntry.__table__)
+
+# Participant rows the writer remembers before it starts over (it then asks the database).
+KNOWN_ROWS_LIMIT = 100_000
+
 # A change and the wall-clock time it happened at (the event log's `at`).
 Stamped = tuple[Changed, datetime]
 
@@ -60,6 +66,9 @@ class DatabaseWriter:
     def __init__(self, session_factory: SessionFactory, owner_node: str | None = None) -> None:
         self.session_factory = session_factory
         self.owner_node = owner_node
+        # Participant rows known to exist (id -> conference id), learnt from committed
+        # batches: a participant's later changes are UPDATEs without asking the database.
+        self._rows: dict[str, str] = {}
 
     def __call__(self, change: Changed) -> None:
         """One change in its own transaction."""
@@ -90,10 +99,51 @@ class DatabaseWriter:
                             "detail": _detail(change.data),
                         }
                     )
+            written: dict[str, str] = {}
             if participants:
-                _write_participants(session, participants)
+                written = self._write_participants(session, participants)
             if events:
-                session.execute(insert(EventLogEntry), events)
+                session.execute(insert(_EVENT_LOG), events)
+        # Committed: remember the rows (only now, a rolled-back insert made none).
+        if len(self._rows) > KNOWN_ROWS_LIMIT:
+            self._rows.clear()
+        self._rows.update(written)
+        for pid, row in participants.items():
+            if row.get("left_at") is not None:
+                self._rows.pop(pid, None)  # gone: few changes left to come, forget it
+
+    def _write_participants(
+        self, session: Session, rows: dict[str, dict[str, Any]]
+    ) -> dict[str, str]:
+        """One INSERT (executemany) for the new rows, one UPDATE by primary key for the
+        others. Returns the rows written (id -> conference id)."""
+        unknown = [pid for pid in rows if pid not in self._rows]
+        known = {pid: self._rows[pid] for pid in rows if pid in self._rows}
+        known.update(repo.existing_participants(session, unknown))
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        for pid, row in rows.items():
+            new = row.pop("_new")
+            if pid in known:
+                if known[pid] != row["conference_id"]:
+                    raise ValueError(f"participant {pid} is in another conference")
+                updates.append({f"b_{k}": v for k, v in row.items()})
+            else:
+                inserts.append({**new, **row})
+        # Core statements, executemany: the ORM's bulk paths cost more per row than the row.
+        # Rows of one statement must share their keys; group them by key set.
+        table = _PARTICIPANTS
+        for group in _by_keys(inserts):
+            session.execute(insert(table), group)
+        for group in _by_keys(updates):
+            columns = [k[2:] for k in group[0] if k != "b_id"]
+            stmt = (
+                update(table)
+                .where(table.c.id == bindparam("b_id"))
+                .values({c: bindparam(f"b_{c}") for c in columns})
+            )
+            session.execute(stmt, group)
+        return {pid: row["conference_id"] for pid, row in rows.items()}
 
     def _conference(self, session: Session, change: Changed, at: datetime) -> None:
         data = change.data
@@ -174,26 +224,6 @@ def _merge_participant(rows: dict[str, dict[str, Any]], change: Changed, at: dat
     if data.get("member_id") is not None:
         row["mrfp_member_id"] = str(data["member_id"])
     row["dialog_state"] = {"ue": data.get("dialog"), "mrfp": data.get("mrfp_dialog")}
-
-
-def _write_participants(session: Session, rows: dict[str, dict[str, Any]]) -> None:
-    """One INSERT (executemany) for the new rows, one UPDATE by primary key for the others."""
-    known = repo.existing_participants(session, rows.keys())
-    inserts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
-    for pid, row in rows.items():
-        new = row.pop("_new")
-        if pid in known:
-            if known[pid] != row["conference_id"]:
-                raise ValueError(f"participant {pid} is in another conference")
-            updates.append(row)
-        else:
-            inserts.append({**new, **row})
-    # Rows of one statement must share their keys (executemany); group them by key set.
-    for group in _by_keys(inserts):
-        session.execute(insert(Participant), group)
-    for group in _by_keys(updates):
-        session.execute(update(Participant), group)
 
 
 def _by_keys(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:

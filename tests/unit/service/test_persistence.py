@@ -317,3 +317,28 @@ def test_the_writer_persists_through_the_queue(factory: SessionFactory) -> None:
     finally:
         writer.close(timeout=30)
     assert len(_state(factory)["events"]) == 9
+
+
+def test_a_new_writer_updates_the_rows_an_earlier_one_wrote(
+    factory: SessionFactory, other_factory: SessionFactory
+) -> None:
+    history = _history()
+    DatabaseWriter(other_factory).write_batch(history)
+    DatabaseWriter(factory).write_batch(history[:5])
+    # After a restart: the rows exist, this writer has never seen them.
+    DatabaseWriter(factory).write_batch(history[5:])
+    assert _state(factory) == _state(other_factory)
+
+
+def test_a_rolled_back_insert_is_not_taken_for_a_row(
+    factory: SessionFactory, other_factory: SessionFactory
+) -> None:
+    history = _history()
+    DatabaseWriter(other_factory).write_batch(history)
+    writer = DatabaseWriter(factory)
+    writer.write_batch(history[:1])
+    bad = Changed("participant.joined", "nope", "px", _part("px", "connected"))
+    with pytest.raises(IntegrityError):
+        writer.write_batch([*history[1:3], (bad, T0)])
+    writer.write_batch(history[1:])
+    assert _state(factory) == _state(other_factory)
