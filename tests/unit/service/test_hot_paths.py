@@ -74,3 +74,14 @@ def test_trust_is_decided_per_host_and_follows_the_configured_networks() -> None
     assert service._is_trusted(Address("UDP", "10.0.0.1", 5060))
     service.trusted = None
     assert service._is_trusted(Address("UDP", "192.0.2.1", 5060))
+
+
+def test_identifiers_from_the_entropy_pool_are_random_hex_of_the_asked_length() -> None:
+    from app.net.endpoint import _Entropy, random_hex
+
+    pool = _Entropy(block=64)  # small blocks: refills happen within the test
+    seen = {pool.hex(6) for _ in range(1000)}
+    assert len(seen) == 1000
+    assert all(len(v) == 12 and int(v, 16) >= 0 for v in seen)
+    assert len(pool.hex(100)) == 200  # more than a block at once
+    assert len({random_hex(8) for _ in range(1000)}) == 1000
