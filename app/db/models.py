@@ -29,6 +29,12 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+# RFC 4575 values are the focus's; the columns store them as text.
+from app.focus.conference_info import DisconnectionMethod, EndpointStatus, JoiningMethod
+
+# Re-exported for the repositories and the API, which read them from here.
+__all__ = ["DisconnectionMethod", "EndpointStatus", "JoiningMethod"]
+
 # Stable constraint names, so migrations can name what they alter on every backend.
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -84,37 +90,6 @@ def utcnow() -> datetime:
 class ConferenceState(StrEnum):
     ACTIVE = "active"
     ENDED = "ended"
-
-
-class EndpointStatus(StrEnum):
-    """RFC 4575 §5.6.4 endpoint `status` values."""
-
-    PENDING = "pending"
-    DIALING_OUT = "dialing-out"
-    DIALING_IN = "dialing-in"
-    ALERTING = "alerting"
-    ON_HOLD = "on-hold"
-    CONNECTED = "connected"
-    MUTED_VIA_FOCUS = "muted-via-focus"
-    DISCONNECTING = "disconnecting"
-    DISCONNECTED = "disconnected"
-
-
-class JoiningMethod(StrEnum):
-    """RFC 4575 §5.6.5."""
-
-    DIALED_IN = "dialed-in"
-    DIALED_OUT = "dialed-out"
-    FOCUS_OWNER = "focus-owner"
-
-
-class DisconnectionMethod(StrEnum):
-    """RFC 4575 §5.6.7."""
-
-    DEPARTED = "departed"
-    BOOTED = "booted"
-    FAILED = "failed"
-    BUSY = "busy"
 
 
 class SubscriptionState(StrEnum):
