@@ -159,6 +159,10 @@ class Focus:
         self._by_dialog: dict[tuple[str, str, str], tuple[str, str]] = {}  # -> (conf, pid)
         self._by_mrfp_call: dict[str, tuple[str, str]] = {}
         self._subs_by_dialog: dict[tuple[str, str, str], tuple[str, str]] = {}
+        # Dial-in participants by their INVITE's (Call-ID, From tag), which a CANCEL repeats
+        # (RFC 3261 §9.1), so that a CANCEL finds its join without a walk of every participant.
+        # Dropped when the participant goes.
+        self._by_invite: dict[tuple[str, str | None], tuple[str, str]] = {}
         self._now_wall: datetime = datetime.now().astimezone()
         self.node_for_new: str = next(iter(config.mrfp_uri))
 
@@ -335,6 +339,7 @@ class Focus:
         part.ue_offer = strip_preconditions(offer)
         part.status = EndpointStatus.DIALING_IN
         self._by_dialog[self._dialog_key(part.dialog)] = (conf.id, part.id)
+        self._by_invite[(request.call_id, request.from_.tag)] = (conf.id, part.id)
         self._invite_mrfp(conf, part, part.ue_offer, out)
 
     def _session_expires(self, request: Request, txn: object, out: list[Action]) -> int | None:
@@ -949,15 +954,33 @@ class Focus:
             out.append(self._respond(cancel_txn, cancel, 481))
             return out
         out.append(self._respond(cancel_txn, cancel, 200, to_tag=cancel.to.tag))
-        for conf in list(self.conferences.values()):
-            for part in list(conf.participants.values()):
-                if part.invite_txn is invite_txn and part.invite is not None:
-                    tag = part.dialog.local_tag if part.dialog else None
-                    out.append(self._respond(invite_txn, part.invite, 487, to_tag=tag))
-                    part.invite_txn = None
-                    self._remove_participant(conf, part, DisconnectionMethod.DEPARTED, now, out)
-                    return out
+        found = self._cancelled_join(cancel, invite_txn)
+        if found is not None:
+            conf, part = found
+            assert part.invite is not None
+            tag = part.dialog.local_tag if part.dialog else None
+            out.append(self._respond(invite_txn, part.invite, 487, to_tag=tag))
+            part.invite_txn = None
+            self._remove_participant(conf, part, DisconnectionMethod.DEPARTED, now, out)
         return out
+
+    def _cancelled_join(
+        self, cancel: Request, invite_txn: object
+    ) -> tuple[Conference, Participant] | None:
+        """The participant whose unanswered INVITE is `invite_txn`."""
+        entry = self._by_invite.get((cancel.call_id, cancel.from_.tag))
+        conf = self.conferences.get(entry[0]) if entry is not None else None
+        if entry is not None and conf is not None:
+            part = conf.participants.get(entry[1])
+            if part is not None and part.invite_txn is invite_txn and part.invite is not None:
+                return conf, part
+        # Not indexed (a CANCEL that does not repeat the INVITE's tags, or a participant
+        # already gone with its INVITE unanswered): look at everyone.
+        for conf in self.conferences.values():
+            for part in conf.participants.values():
+                if part.invite_txn is invite_txn and part.invite is not None:
+                    return conf, part
+        return None
 
     # ---------------------------------------------------------------- timers ----------------
 
@@ -1046,6 +1069,10 @@ class Focus:
         mrfp_pending = part.phase is Phase.MRFP_PENDING and part.mrfp_dialog is None
         part.phase = Phase.GONE
         part.status = EndpointStatus.DISCONNECTED
+        if part.invite is not None and part.joining_method is not JoiningMethod.DIALED_OUT:
+            key = (part.invite.call_id, part.invite.from_.tag)
+            if self._by_invite.get(key) == (conf.id, part.id):
+                del self._by_invite[key]
         part.disconnection_method = method
         part.left_at = self._now_wall
         for timer in ("100rel", "2xx", "session", "mrfp-gone", "ring"):

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import random
 from datetime import UTC, datetime
 
+import pytest
+
+from app.focus.actions import Changed, Respond
 from app.focus.conference_info import ConferenceInfo, JoiningMethod
+from app.focus.core import Focus, FocusConfig
 from app.focus.model import Conference, Participant, Phase
 from app.sip.address import Address
+from app.sip.message import Request, parse_datagram
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -85,3 +91,90 @@ def test_identifiers_from_the_entropy_pool_are_random_hex_of_the_asked_length() 
     assert all(len(v) == 12 and int(v, 16) >= 0 for v in seen)
     assert len(pool.hex(100)) == 200  # more than a block at once
     assert len({random_hex(8) for _ in range(1000)}) == 1000
+
+
+# -- CANCEL finds its join through an index, with the old walk as the fallback ----------------
+
+SDP = (
+    "v=0\r\no=ue 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+)
+FACTORY = "sip:conf-factory1@mrfc1.home1.net"
+
+
+class _Ids:
+    def __init__(self) -> None:
+        self._n = itertools.count(1)
+
+    def conference_id(self) -> str:
+        return f"c{next(self._n)}"
+
+    def participant_id(self) -> str:
+        return f"p{next(self._n)}"
+
+    def tag(self) -> str:
+        return f"t{next(self._n)}"
+
+    def call_id(self) -> str:
+        return f"call{next(self._n)}@focus"
+
+    def via(self, transport: str) -> str:
+        return f"SIP/2.0/{transport} 127.0.0.1:5070;rport;branch=z9hG4bK-{next(self._n)}"
+
+
+def _focus() -> Focus:
+    config = FocusConfig(
+        factory_uris=[FACTORY],
+        conference_domain="mrfc1.home1.net",
+        local_contact="sip:mrfc@127.0.0.1:5070",
+        mrfp_uri={"mrfp1": "sip:127.0.0.1:5080"},
+    )
+    return Focus(config, _Ids())
+
+
+def _ue(method: str, uri: str, call_id: str, from_tag: str, body: str = "") -> Request:
+    lines = [
+        ("Via", f"SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bK-{call_id}"),
+        ("Max-Forwards", "70"),
+        ("From", f"<sip:u@home1.net>;tag={from_tag}"),
+        ("To", f"<{uri}>"),
+        ("Call-ID", call_id),
+        ("CSeq", f"1 {method}"),
+        ("Contact", "<sip:u@127.0.0.1:7000>"),
+    ]
+    if body:
+        lines.append(("Content-Type", "application/sdp"))
+    parsed = parse_datagram(bytes(Request(method, uri, lines, body.encode())))
+    assert isinstance(parsed, Request)
+    return parsed
+
+
+@pytest.mark.parametrize("cancel_from_tag", ["ue1", "not-the-invites"])
+def test_cancel_of_a_join_being_set_up(cancel_from_tag: str) -> None:
+    focus = _focus()
+    invite_txn, cancel_txn = object(), object()
+    focus.on_request(_ue("INVITE", FACTORY, "a1", "ue1", SDP), invite_txn, 0.0, NOW)
+    (conf,) = focus.conferences.values()
+    (part,) = conf.participants.values()
+    cancel = _ue("CANCEL", FACTORY, "a1", cancel_from_tag)
+    out = focus.on_cancel(cancel, cancel_txn, invite_txn, 1.0, NOW)
+    answered = [(a.txn, a.response.status) for a in out if isinstance(a, Respond)]
+    assert answered == [(cancel_txn, 200), (invite_txn, 487)]
+    assert part.phase is Phase.GONE and part.invite_txn is None
+    assert [c.kind for c in out if isinstance(c, Changed)] == [
+        "participant.left",
+        "conference.ended",
+    ]
+    assert focus._by_invite == {}
+    # A second CANCEL of the same INVITE finds nothing left to cancel.
+    again = focus.on_cancel(cancel, object(), invite_txn, 2.0, NOW)
+    assert [a.response.status for a in again if isinstance(a, Respond)] == [200]
+
+
+def test_cancel_of_an_unknown_invite_is_only_answered() -> None:
+    focus = _focus()
+    focus.on_request(_ue("INVITE", FACTORY, "a1", "ue1", SDP), object(), 0.0, NOW)
+    out = focus.on_cancel(_ue("CANCEL", FACTORY, "a1", "ue1"), object(), object(), 1.0, NOW)
+    assert [a.response.status for a in out if isinstance(a, Respond)] == [200]
+    (conf,) = focus.conferences.values()
+    assert len(conf.present()) == 1
