@@ -342,3 +342,28 @@ def test_a_rolled_back_insert_is_not_taken_for_a_row(
         writer.write_batch([*history[1:3], (bad, T0)])
     writer.write_batch(history[1:])
     assert _state(factory) == _state(other_factory)
+
+
+def test_a_plain_persist_function_is_called_once_per_change_in_order() -> None:
+    from app.service.focus_service import _batch_writer
+
+    seen: list[str] = []
+
+    def persist(change: Changed) -> None:
+        if change.kind == "bad":
+            raise RuntimeError("refused")
+        seen.append(change.kind)
+
+    writer = WriteBehind(_batch_writer(persist), interval=3600)
+    for kind in ("a", "bad", "b", "c"):
+        writer.put(Changed(kind, "c1"))
+    writer.close(timeout=30)
+    # The refused change is logged and skipped; none is written twice.
+    assert seen == ["a", "b", "c"]
+
+
+def test_a_database_writer_is_used_a_batch_at_a_time(factory: SessionFactory) -> None:
+    from app.service.focus_service import _batch_writer
+
+    writer = DatabaseWriter(factory)
+    assert _batch_writer(writer) == writer.write_batch
