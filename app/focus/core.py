@@ -164,6 +164,8 @@ class Focus:
         # Dropped when the participant goes.
         self._by_invite: dict[tuple[str, str | None], tuple[str, str]] = {}
         self._now_wall: datetime = datetime.now().astimezone()
+        # Forget a participant or an ended conference once no transaction can still need it.
+        self._prune_after = 64 * config.t1 + 8.0
         self.node_for_new: str = next(iter(config.mrfp_uri))
 
     # ===================================================================== helpers =========
@@ -993,6 +995,14 @@ class Focus:
         conf = self.conferences.get(conf_id)
         if conf is None:
             return out
+        if kind == "prune-conference":
+            self._forget_conference(conf)
+            return out
+        if kind == "prune":
+            gone = conf.participants.get(key[2])
+            if gone is not None and gone.phase is Phase.GONE:
+                self._forget_participant(conf, gone)
+            return out
         if kind == "sub":
             sub = conf.subscriptions.get(key[2])
             if sub is not None and not sub.terminated:
@@ -1098,8 +1108,34 @@ class Focus:
                 conf, part.refer_subscription, 487, "Request Terminated", now, out, final=True
             )
             part.refer_subscription = None
+        # Once its transactions are over (64*T1, RFC 3261 §17), the focus forgets it: the
+        # database keeps the record, memory does not grow with every join.
+        out.append(SetTimer(("prune", conf.id, part.id), now + self._prune_after))
         if not conf.present():
             self._end_conference(conf, now, out)
+
+    def _forget_participant(self, conf: Conference, part: Participant) -> None:
+        del conf.participants[part.id]
+        entry = (conf.id, part.id)
+        if part.dialog is not None and self._by_dialog.get(self._dialog_key(part.dialog)) == entry:
+            del self._by_dialog[self._dialog_key(part.dialog)]
+        if part.mrfp_call_id is not None and self._by_mrfp_call.get(part.mrfp_call_id) == entry:
+            del self._by_mrfp_call[part.mrfp_call_id]
+        if part.invite is not None:
+            invite_key = (part.invite.call_id, part.invite.from_.tag)
+            if self._by_invite.get(invite_key) == entry:
+                del self._by_invite[invite_key]
+        for sub_id, sub in list(conf.subscriptions.items()):
+            if sub.terminated and sub.participant_id == part.id:
+                del conf.subscriptions[sub_id]
+
+    def _forget_conference(self, conf: Conference) -> None:
+        if conf.active:
+            return
+        self.conferences.pop(conf.id, None)
+        for index in (self._by_invite,):
+            for key in [k for k, v in index.items() if v[0] == conf.id]:
+                del index[key]
 
     def _bye_mrfp(self, conf: Conference, part: Participant, out: list[Action]) -> None:
         dialog = part.mrfp_dialog
@@ -1133,7 +1169,8 @@ class Focus:
                 self._terminate_subscription(conf, sub, "noresource", now, out)
         self.ended.add(conf.id)
         out.append(Changed("conference.ended", conf.id, data=conf.snapshot()))
-        # Keep the record for REST reads of ended conferences; the URI answers 404 from now.
+        out.append(SetTimer(("prune-conference", conf.id), now + self._prune_after))
+        # The URI answers 404 from now; the record stays in the database for REST reads.
         for key, entry in list(self._by_dialog.items()):
             if entry[0] == conf.id:
                 del self._by_dialog[key]
@@ -1711,6 +1748,8 @@ class Focus:
 
     def _get(self, conf_id: str, pid: str | None = None) -> tuple[Conference, Participant | None]:
         conf = self.conferences.get(conf_id)
+        if conf is None and conf_id in self.ended:
+            raise FocusError("conference_ended", f"conference {conf_id} has ended")
         if conf is None:
             raise FocusError("conference_not_found", f"no conference {conf_id}")
         if pid is None:

@@ -9,7 +9,7 @@ import pytest
 
 from app.focus.actions import Action, Changed, Respond, SendAck, SendRequest, SetTimer
 from app.focus.conference_info import ConferenceView, EndpointStatus
-from app.focus.core import Focus, FocusConfig
+from app.focus.core import Focus, FocusConfig, FocusError
 from app.focus.media import MemberAdded, MemberRemovalCause, MemberRemoved
 from app.sip.message import Request, Response, parse_datagram
 
@@ -645,3 +645,37 @@ def test_a_dial_out_nobody_answers_is_cancelled() -> None:
     assert frags == [b"SIP/2.0 487 Request Terminated\r\n"]
     user3 = next(p for p in conf.participants.values() if p.aor.startswith("sip:user3"))
     assert user3.status is EndpointStatus.DISCONNECTED
+
+
+def test_gone_participants_and_ended_conferences_are_forgotten() -> None:
+    focus = make_focus()
+    tag1 = connect(focus, "user1_public1", "a1", "sip:conf-factory1@mrfc1.home1.net")
+    (conf,) = focus.conferences.values()
+    tag2 = connect(focus, "user2_public1", "b1", conf.uri)
+    out = focus.on_request(
+        request("BYE", conf.uri, user="user2_public1", call_id="b1", cseq=2, to_tag=tag2),
+        object(),
+        2.0,
+        NOW,
+    )
+    (prune,) = [a for a in out if isinstance(a, SetTimer) and a.key[0] == "prune"]
+    assert prune.at == pytest.approx(2.0 + 64 * 0.5 + 8)
+    focus.on_timer(prune.key, prune.at, NOW)
+    assert len(conf.participants) == 1
+    # A late retransmission of the BYE now finds no dialog.
+    again = request("BYE", conf.uri, user="user2_public1", call_id="b1", cseq=2, to_tag=tag2)
+    assert [r.status for r in responses(focus.on_request(again, object(), 45.0, NOW))] == [481]
+    out = focus.on_request(
+        request("BYE", conf.uri, user="user1_public1", call_id="a1", cseq=2, to_tag=tag1),
+        object(),
+        50.0,
+        NOW,
+    )
+    (forget,) = [a for a in out if isinstance(a, SetTimer) and a.key[0] == "prune-conference"]
+    focus.on_timer(forget.key, forget.at, NOW)
+    assert focus.conferences == {}
+    with pytest.raises(FocusError) as err:
+        focus.end(conf.id, 100.0)
+    assert err.value.code == "conference_ended"
+    invite = request("INVITE", conf.uri, user="user3", call_id="c", cseq=1, body=SDP_UE)
+    assert [r.status for r in responses(focus.on_request(invite, object(), 100, NOW))] == [404]
