@@ -544,6 +544,7 @@ def _banner(info: StackInfo, options: StackOptions) -> list[str]:
         f"  REST:     {info.api_url}/api/v1   token: {info.token}",
         f'            curl -H "Authorization: Bearer {info.token}" '
         f"{info.api_url}/api/v1/conferences",
+        f"  console:  {info.api_url}/console/   (sign in with the token)",
         f"  health:   {info.api_url}/healthz  {info.api_url}/readyz  {info.api_url}/metrics",
         f"  logs:     {info.log_dir}/{{mrfp,mrfc,scscf,icscf,pcscf}}.log",
         "  pids:     " + " ".join(f"{k}={v}" for k, v in info.pids.items()),
