@@ -404,3 +404,49 @@ def test_parse_head_alone() -> None:
     head = b"BYE sip:a@b SIP/2.0\r\nCall-ID: x"
     parsed = parse_head(head)
     assert isinstance(parsed, Request) and parsed.call_id == "x" and parsed.body == b""
+
+
+def test_header_lookups_stay_right_after_every_kind_of_edit() -> None:
+    # Lookups go through an index of the header list; each edit must show in the next read.
+    req = request("X-Trace: one")
+    assert req.get("x-trace") == "one" and req.get("Max-Forwards") == "70"
+    req.set("X-TRACE", "two")
+    assert req.get_lines("x-trace") == ["two"]
+    req.add("X-Trace", "three")
+    assert req.get_lines("X-Trace") == ["two", "three"]
+    req.add("Route", "<sip:p1.home1.net;lr>")
+    req.add("Route", "<sip:p0.home1.net;lr>", first=True)
+    assert req.get_lines("Route") == ["<sip:p0.home1.net;lr>", "<sip:p1.home1.net;lr>"]
+    req.remove("x-trace")
+    assert req.get("X-Trace") is None and not req.has("X-Trace")
+    req.remove_first_value("Route")
+    assert req.values("Route") == ["<sip:p1.home1.net;lr>"]
+    # Direct edits of the list, even in place and without headers_changed(), show as well.
+    at = next(i for i, (n, _) in enumerate(req.headers) if n == "Max-Forwards")
+    req.headers[at] = ("Max-Forwards", "69")
+    assert req.get("Max-Forwards") == "69"
+    req.headers.append(("Subject", "hi"))
+    assert req.get("s") == "hi"  # compact form of Subject (RFC 3261 §20.36)
+    req.headers = [(n, v) for n, v in req.headers if n != "Subject"]
+    assert req.get("Subject") is None
+    # What get_lines returns is the caller's own list.
+    req.get_lines("Via").append("SIP/2.0/UDP x;branch=z9hG4bKz")
+    assert len(req.get_lines("Via")) == 1
+
+
+def test_address_headers_parsed_once_are_still_each_messages_own() -> None:
+    # Equal From values parse to equal objects, but editing one message's does not touch
+    # another's (the parsed values are remembered by text, and handed out as copies).
+    a, b = request(), request()
+    assert a.from_ == b.from_ and a.from_ is not b.from_
+    a.from_.params["tag"] = "changed"
+    a.from_.sip_uri.params["user"] = "phone"
+    assert b.from_.tag == "1928301774" and "user" not in b.from_.sip_uri.params
+    assert request().from_.tag == "1928301774"
+    assert a.cseq == b.cseq
+    # A value that failed to parse keeps failing.
+    for _ in range(2):
+        bad = request()
+        bad.set("To", "<sip:conf@mrfc1.home1.net")
+        with pytest.raises(ParseError):
+            validate_request(bad)
