@@ -327,3 +327,32 @@ def test_serialized_descriptions_parse_back(sdp: SessionDescription) -> None:
     again = SessionDescription.parse(body)
     assert again == sdp
     assert bytes(again) == body
+
+
+@given(_sessions())
+def test_copy_equals_a_reparse_and_shares_nothing_mutable(sdp: SessionDescription) -> None:
+    before = bytes(sdp)
+    copy = sdp.copy()
+    assert copy == SessionDescription.parse(before) == sdp
+    assert bytes(copy) == before
+    copy.origin.session_version += 1
+    copy.attributes.append(Attribute("new"))
+    for m in copy.media:
+        m.formats.append("99")
+        m.attributes.append(Attribute("new"))
+        m.other.append(("i", "x"))
+        if m.connection is not None:
+            m.connection.address = "changed"
+    if copy.connection is not None:
+        copy.connection.address = "changed"
+    assert bytes(sdp) == before  # the original is untouched
+
+
+@pytest.mark.parametrize("body", [OFFER_AV, OFFER_VOLTE, OFFER_AV.replace(b"\r\n", b"\n")])
+def test_copy_of_parsed_bodies_is_byte_exact_and_deep(body: bytes) -> None:
+    sdp = SessionDescription.parse(body)
+    copy = sdp.copy()
+    assert bytes(copy) == body and copy == sdp
+    copy.media[0].attributes[0].value = "changed"
+    copy.media[0].set("ptime", "30")
+    assert bytes(sdp) == body
