@@ -16,6 +16,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from app.mrfp.esl.frames import (
     EVENT_JSON,
@@ -62,21 +63,13 @@ def url_decode(value: str) -> str:
     """`switch_url_decode`: `%XX` (either case) to the byte; nothing else changes (no `+`)."""
     if "%" not in value:
         return value
-    raw = value.encode("utf-8", "surrogateescape")
-    out = bytearray()
-    i = 0
-    n = len(raw)
-    while i < n:
-        byte = raw[i]
-        if byte == 0x25 and i + 2 < n and raw[i + 1] in _HEX_ANY and raw[i + 2] in _HEX_ANY:
-            out.append(int(raw[i + 1 : i + 3], 16))
-            i += 3
-        else:
-            out.append(byte)
-            i += 1
-    return out.decode("utf-8", "surrogateescape")
+    return unquote_to_bytes(value.encode("utf-8", "surrogateescape")).decode(
+        "utf-8", "surrogateescape"
+    )
 
 
+# `urllib.parse.unquote_to_bytes` has exactly those rules (a `%` without two hex digits after
+# it stays as it is; `+` is not a space), and runs per `%` instead of per byte.
 @dataclass(frozen=True, slots=True)
 class EslEvent:
     """An event's headers (URL-decoded, in order, duplicates kept) and optional body."""
@@ -116,19 +109,41 @@ class EslEvent:
 # ---------------------------------------------------------------------------------------------
 # plain
 
+# Raw header line -> (name, decoded value), for the plain-event hot path; bounded.
+_PLAIN_LINES: dict[bytes, tuple[str, str]] = {}
+_PLAIN_LINES_MAX = 8192
+
+
+def _plain_line(raw_line: bytes) -> tuple[str, str]:
+    raw_name, colon, raw_value = raw_line.partition(b": ")
+    if not colon:
+        line = raw_line.decode("utf-8", "surrogateescape")
+        raise EslProtocolError(f"event header without ': ': {line[:80]!r}")
+    # Header names are not encoded (switch_event_serialize); values are.
+    value = unquote_to_bytes(raw_value) if b"%" in raw_value else raw_value
+    return raw_name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")
+
 
 def parse_event_plain_body(body: bytes) -> EslEvent:
     """The body of a `text/event-plain` frame."""
     block, sep, rest = body.partition(b"\n\n")
     headers: list[tuple[str, str]] = []
+    append = headers.append
+    memo = _PLAIN_LINES
+    # Hot path (the ESL reader, once per event): most lines (Core-UUID, host names, the
+    # conference's name and profile, calling file and function ...) repeat from one event to
+    # the next, so a line seen before is one dict lookup; a new one is split and decoded at
+    # the byte level.
     for raw_line in block.split(b"\n"):
-        if not raw_line:
-            continue
-        line = raw_line.decode("utf-8", "surrogateescape")
-        name, colon, value = line.partition(": ")
-        if not colon:
-            raise EslProtocolError(f"event header without ': ': {line[:80]!r}")
-        headers.append((name, url_decode(value)))
+        pair = memo.get(raw_line)
+        if pair is None:
+            if not raw_line:
+                continue
+            pair = _plain_line(raw_line)
+            if len(memo) >= _PLAIN_LINES_MAX:
+                memo.clear()
+            memo[raw_line] = pair
+        append(pair)
     event_body: str | None = None
     # switch_event_serialize ends an event that has a body with `Content-Length: N\n\n<body>`;
     # that last header belongs to the body, not to the event.
