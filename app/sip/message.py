@@ -64,25 +64,11 @@ REASON_PHRASES = {
 }
 
 
-_NO_LINES: list[str] = []
-
-# Requested header spelling -> index key (see Message._lines); bounded like _NAME_CACHE.
-_LOOKUP_KEYS: dict[str, str] = {}
-
-
-def _lookup_key(name: str) -> str:
-    canonical = canonical_name(name)
-    key = canonical if canonical in KNOWN_NAMES else canonical.lower()
-    if len(_LOOKUP_KEYS) < 4096:
-        _LOOKUP_KEYS[name] = key
-    return key
-
-
 # Parsed From/To/Contact/Route values by their text: the messages of one dialog repeat the
 # same addresses, so each is parsed once. A NameAddr is mutable, so every caller gets its own
 # copy (equal to a fresh parse); values that fail to parse are not kept and fail again.
 _ADDR_MEMO: dict[str, NameAddr] = {}
-_MEMO_MAX = 4096
+_MEMO_MAX = 1024
 
 
 def _parse_name_addr(text: str) -> NameAddr:
@@ -117,7 +103,7 @@ _Wire = tuple[str, list[tuple[str, str]], str]
 class Message:
     """Common part of requests and responses: an ordered header list and a body."""
 
-    __slots__ = ("_cache", "_index", "_indexed", "_wire", "body", "headers")
+    __slots__ = ("_cache", "_wire", "body", "headers")
 
     def __init__(self, headers: list[tuple[str, str]] | None = None, body: bytes = b"") -> None:
         # (canonical name, raw value) in wire order; names of unknown headers keep their case.
@@ -125,55 +111,36 @@ class Message:
         self.body = body
         self._cache: dict[str, Any] = {}
         self._wire: _Wire | None = None
-        # Header name -> its lines, and the header list it was built from (see _lines).
-        self._index: dict[str, list[str]] | None = None
-        self._indexed: list[tuple[str, str]] = []
 
     # -- raw access -------------------------------------------------------------------------
 
-    def _lines(self, name: str) -> list[str]:
-        """The values of every line of a header, from an index built once per header list
-        (a join reads ~80 headers of ~10 messages: one pass each instead of one per read).
-        The index is checked against a shallow copy of the list it was built from, so a
-        direct edit of `headers` (by value, even in place) is noticed; the comparison is
-        C-speed and mostly identity checks. Callers must not modify the list returned."""
-        index = self._index
-        if index is None or self._indexed != self.headers:
-            index = self._build_index()
-        key = _LOOKUP_KEYS.get(name)
-        if key is None:
-            key = _lookup_key(name)
-        return index.get(key, _NO_LINES)
-
-    def _build_index(self) -> dict[str, list[str]]:
-        index: dict[str, list[str]] = {}
-        known = KNOWN_NAMES
-        for hname, value in self.headers:
-            # Known headers are stored under their canonical spelling and matched exactly;
-            # other names case-insensitively (RFC 3261 §7.3.5).
-            key = hname if hname in known else hname.lower()
-            lines = index.get(key)
-            if lines is None:
-                index[key] = [value]
-            else:
-                lines.append(value)
-        self._index = index
-        self._indexed = self.headers.copy()
-        return index
-
     def get(self, name: str) -> str | None:
         """The first value of a header, as written (a list header's whole first line)."""
-        lines = self._lines(name)
-        return lines[0] if lines else None
+        name = canonical_name(name)
+        if name in KNOWN_NAMES:
+            # Known headers are always stored under their canonical spelling.
+            for hname, value in self.headers:
+                if hname == name:
+                    return value
+            return None
+        lower = name.lower()
+        for hname, value in self.headers:
+            if hname.lower() == lower:
+                return value
+        return None
 
     def get_lines(self, name: str) -> list[str]:
         """Every header line of that name, unsplit."""
-        return list(self._lines(name))
+        name = canonical_name(name)
+        if name in KNOWN_NAMES:
+            return [v for n, v in self.headers if n == name]
+        lower = name.lower()
+        return [v for n, v in self.headers if n.lower() == lower]
 
     def values(self, name: str) -> list[str]:
         """Every value of a header, list headers split at commas (RFC 3261 §7.3.1)."""
         name = canonical_name(name)
-        lines = self._lines(name)
+        lines = self.get_lines(name)
         if name not in MULTI_VALUE:
             return [v.strip() for v in lines]
         out: list[str] = []
@@ -271,7 +238,7 @@ class Message:
             return value
 
     def _single(self, name: str) -> str:
-        lines = self._lines(name)
+        lines = self.get_lines(name)
         if not lines:
             raise ParseError(f"Missing {name} header")
         if len(lines) > 1:
@@ -318,7 +285,7 @@ class Message:
 
     @property
     def contacts(self) -> list[NameAddr]:
-        if any(v.strip() == "*" for v in self._lines("Contact")):
+        if any(v.strip() == "*" for v in self.get_lines("Contact")):
             return []  # RFC 3261 §10.2.2 wildcard, REGISTER only
         return self._name_addrs("Contact")
 
@@ -514,7 +481,6 @@ class Request(Message):
         self.body = body
         self._cache = {}
         self._wire = None
-        self._index = None
         self.method = method
         self.version = version
         if isinstance(uri, str):
@@ -561,7 +527,6 @@ class Response(Message):
         self.body = body
         self._cache = {}
         self._wire = None
-        self._index = None
         self.status = status
         self.reason = REASON_PHRASES.get(status, "") if reason is None else reason
         self.version = version
