@@ -92,9 +92,11 @@ class EslEvent:
 
     def as_dict(self) -> dict[str, str]:
         """Headers as a dict; for a repeated name the first value wins."""
-        out: dict[str, str] = {}
-        for key, value in self.headers:
-            out.setdefault(key, value)
+        out = dict(self.headers)  # at C speed; right unless a name repeats
+        if len(out) != len(self.headers):
+            out = {}
+            for key, value in self.headers:
+                out.setdefault(key, value)
         return out
 
     @property

@@ -54,3 +54,10 @@ def test_encoded_values_round_trip() -> None:
         body = f"V: {url_encode(value)}\n\n".encode()
         assert parse_event_plain_body(body)["V"] == value
         assert parse_event_plain_body(body)["V"] == value
+
+
+def test_as_dict_keeps_the_first_of_repeated_names_in_event_order() -> None:
+    event = parse_event_plain_body(b"A: 1\nB: 2\nA: 3\nC: 4\n\n")
+    assert list(event.as_dict().items()) == [("A", "1"), ("B", "2"), ("C", "4")]
+    plain = parse_event_plain_body(b"A: 1\nB: 2\n\n")
+    assert list(plain.as_dict().items()) == [("A", "1"), ("B", "2")]
