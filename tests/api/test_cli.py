@@ -139,10 +139,14 @@ def test_actions_go_through_the_api(
     api_url, token, control = server
     conf_id = _seed(db_env["MRFC_DATABASE_URL"])
     env = {**db_env, "MRFC_API_URL": api_url, "MRFC_TOKEN": token}
-    assert run(env, "participants", "mute", conf_id, "p1")[0] == 0
-    assert run(env, "participants", "mute", conf_id, "p1", "--unmute")[0] == 0
-    assert run(env, "participants", "kick", conf_id, "p1")[0] == 0
-    assert run(env, "conferences", "end", conf_id)[0] == 0
+    for args in (
+        ("participants", "mute", conf_id, "p1"),
+        ("participants", "mute", conf_id, "p1", "--unmute"),
+        ("participants", "kick", conf_id, "p1"),
+        ("conferences", "end", conf_id),
+    ):
+        code, out, err = run(env, *args)
+        assert code == 0, f"{args}: exit {code}\n{out}\n{err}"
     assert [c[0] for c in control.calls] == ["mute", "mute", "kick", "end"]
     assert control.calls[1][3] is False and control.calls[0][-1] == "api:cli"
     code, _, err = run(env, "participants", "kick", conf_id, "nobody")
