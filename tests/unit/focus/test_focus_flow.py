@@ -679,3 +679,25 @@ def test_gone_participants_and_ended_conferences_are_forgotten() -> None:
     assert err.value.code == "conference_ended"
     invite = request("INVITE", conf.uri, user="user3", call_id="c", cseq=1, body=SDP_UE)
     assert [r.status for r in responses(focus.on_request(invite, object(), 100, NOW))] == [404]
+
+
+def test_refer_out_of_dialog_from_a_participant_dials_out() -> None:
+    # RFC 4579 §5.5: a REFER to the conference URI outside any dialog, from a participant.
+    focus = make_focus()
+    connect(focus, "user1_public1", "a1", "sip:conf-factory1@mrfc1.home1.net")
+    (conf,) = focus.conferences.values()
+    refer = request(
+        "REFER",
+        conf.uri,
+        user="user1_public1",
+        call_id="r1",
+        cseq=1,
+        headers=[("Refer-To", "<sip:user3_public1@home1.net>")],
+    )
+    out = focus.on_request(refer, object(), 1.0, NOW)
+    (accepted,) = responses(out)
+    assert accepted.status == 202 and accepted.to.tag
+    (frag,) = [n for n in notifies(out) if n.get("Event") == "refer"]
+    assert frag.call_id == "r1" and frag.to.tag == "ue"
+    assert frag.from_.tag == accepted.to.tag, "the NOTIFY is in the dialog the 202 created"
+    assert [a.request.method for a in of(SendRequest, out)].count("INVITE") == 1
