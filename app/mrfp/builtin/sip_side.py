@@ -142,6 +142,8 @@ class Call:
     ack_carries_answer: bool = False
     retransmit: asyncio.TimerHandle | None = None
     bye_sent: bool = False
+    # A hangup asked for while our 2xx waits for its ACK (RFC 3261 §15: no BYE before it).
+    bye_after_ack: tuple[int, str] | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
@@ -473,7 +475,8 @@ class SipSide:
                 # §13.3.1.4: no ACK within 64*T1 -> confirm then end the session with BYE.
                 call.pending_2xx = None
                 log.info("no ACK for %s; hanging up", call.leg.call_id)
-                self.hangup(call, NORMAL_CLEARING)
+                cause, call.bye_after_ack = call.bye_after_ack or NORMAL_CLEARING, None
+                self.hangup(call, cause)
                 return
             self.endpoint.send_stateless(ok, call.txn.source)
             nxt = min(interval * 2, self.timers.t2)
@@ -509,6 +512,10 @@ class SipSide:
         self._stop_2xx(call)
         if call.state is CallState.ANSWERED:
             call.state = CallState.CONFIRMED
+        if call.bye_after_ack is not None:
+            cause, call.bye_after_ack = call.bye_after_ack, None
+            self.hangup(call, cause)
+            return
         if not ack_answer:
             return
         remote: RemoteMedia | None = None
@@ -673,7 +680,17 @@ class SipSide:
 
     def hangup(self, call: Call, cause: tuple[int, str] = NORMAL_CLEARING) -> None:
         """End an answered leg from our side: BYE with a Q.850 Reason (RFC 3326)."""
-        if call.state is CallState.ENDED:
+        if call.state is CallState.ENDED or call.bye_after_ack is not None:
+            return
+        if call.state is CallState.ANSWERED and call.pending_2xx is not None:
+            # RFC 3261 §15: the callee sends no BYE before the ACK of its 2xx (or before the
+            # 2xx retransmissions give up); the member leaves the conference now.
+            call.bye_after_ack = cause
+            member = call.member
+            call.member = None
+            if member is not None:
+                self.registry.leave(member, hangup=False)
+            self._spawn(call, self._release_media(call))
             return
         if call.state is CallState.EARLY:
             call.state = CallState.ENDED

@@ -261,6 +261,23 @@ async def test_no_100rel_183_and_200_with_sdp_then_kick_sends_bye(rig: Rig) -> N
     assert dict(rig.events[-2].headers)["Answer-State"] == "answered"
 
 
+async def test_kick_before_the_ack_sends_bye_only_after_it(rig: Rig) -> None:
+    # RFC 3261 §15: the callee must not send BYE before the ACK of its 2xx.
+    rig.receive(invite(uri_user="conf-room1", conference=None, call_id="call-k@127.0.0.1"))
+    await rig.transport.wait_for(lambda: 200 in statuses(rig))
+    ok = next(r for r in rig.transport.responses("INVITE") if r.status == 200)
+    tag = ok.to.tag
+    assert tag is not None
+    member = rig.registry.conference("room1").members[0]
+    rig.registry.kick("room1", str(member.member_id))
+    await rig.transport.wait_for(lambda: "del-member" in rig.actions())
+    await asyncio.sleep(0.05)
+    assert not rig.transport.requests("BYE")
+    rig.receive(in_dialog("ACK", tag, 1, branch="z9hG4bK-ackk", call_id="call-k@127.0.0.1"))
+    await rig.transport.wait_for(lambda: bool(rig.transport.requests("BYE")))
+    assert len(rig.transport.requests("BYE")) == 1
+
+
 async def test_late_offer_200_carries_offer_and_ack_the_answer(rig: Rig) -> None:
     rig.receive(invite(body=None))
     await rig.transport.wait_for(lambda: 200 in statuses(rig))
