@@ -57,7 +57,8 @@ class DuplicateError(RepositoryError):
 
 def new_id() -> str:
     """A URL-safe random id with 96 bits of entropy (CONVENTIONS: at least 64, never reused)."""
-    return secrets.token_urlsafe(12)
+    # Hex: safe in URLs and on a command line (a leading "-" would read as an option).
+    return secrets.token_hex(12)
 
 
 # --- pagination -------------------------------------------------------------------------------
