@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import shutil
 import statistics
@@ -33,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from app.focus.actions import Action, Respond, SendRequest
 from app.focus.core import Focus, FocusConfig
 from app.sip.message import Request, Response, parse_datagram
+from tests.support.focus_ids import CountingIds
 from tests.support.ports import free_port
 from tests.support.sipp import SIPP_BIN, sipp_available, start_sipp
 from tests.support.stack import Stack, start_stack, wait_for
@@ -155,26 +155,6 @@ SDP = (
 )
 
 
-class Ids:
-    def __init__(self) -> None:
-        self._n = itertools.count(1)
-
-    def conference_id(self) -> str:
-        return f"c{next(self._n)}"
-
-    def participant_id(self) -> str:
-        return f"p{next(self._n)}"
-
-    def tag(self) -> str:
-        return f"t{next(self._n)}"
-
-    def call_id(self) -> str:
-        return f"call{next(self._n)}@focus"
-
-    def via(self, transport: str) -> str:
-        return f"SIP/2.0/{transport} 127.0.0.1:5070;rport;branch=z9hG4bK-{next(self._n)}"
-
-
 def ue_request(
     method: str, uri: str, user: str, call_id: str, cseq: int, *, to_tag: str | None = None,
     headers: tuple[tuple[str, str], ...] = (), body: str = "",
@@ -238,7 +218,7 @@ def bench_fanout(n: int = 100, rounds: int = 50) -> None:
         mrfp_uri={"mrfp1": "sip:127.0.0.1:5080"},
         participant_limit=n + rounds + 10,
     )
-    focus = Focus(config, Ids())
+    focus = Focus(config, CountingIds())
     ack, _ = join(focus, "sip:conf-factory1@mrfc1.home1.net", "user0", "j0")
     focus.on_request(ack, None, 0.0, NOW)
     (conf,) = focus.conferences.values()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from datetime import UTC, datetime
 
 import pytest
@@ -12,6 +11,7 @@ from app.focus.conference_info import ConferenceView, EndpointStatus
 from app.focus.core import Focus, FocusConfig, FocusError
 from app.focus.media import MemberAdded, MemberRemovalCause, MemberRemoved
 from app.sip.message import Request, Response, parse_datagram
+from tests.support.focus_ids import CountingIds
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 SDP_UE = (
@@ -30,26 +30,6 @@ QOS_OFFER = (
 )
 
 
-class Ids:
-    def __init__(self) -> None:
-        self._n = itertools.count(1)
-
-    def conference_id(self) -> str:
-        return f"c{next(self._n)}"
-
-    def participant_id(self) -> str:
-        return f"p{next(self._n)}"
-
-    def tag(self) -> str:
-        return f"t{next(self._n)}"
-
-    def call_id(self) -> str:
-        return f"call{next(self._n)}@focus"
-
-    def via(self, transport: str) -> str:
-        return f"SIP/2.0/{transport} 127.0.0.1:5070;rport;branch=z9hG4bK-{next(self._n)}"
-
-
 def make_focus() -> Focus:
     config = FocusConfig(
         factory_uris=["sip:conf-factory1@mrfc1.home1.net"],
@@ -59,7 +39,7 @@ def make_focus() -> Focus:
         participant_limit=3,
         outbound_proxy="sip:127.0.0.1:6060;lr",
     )
-    return Focus(config, Ids())
+    return Focus(config, CountingIds())
 
 
 def request(

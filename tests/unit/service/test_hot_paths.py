@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import itertools
 import random
 from datetime import UTC, datetime
 
@@ -15,6 +14,7 @@ from app.focus.core import Focus, FocusConfig
 from app.focus.model import Conference, Participant, Phase
 from app.sip.address import Address
 from app.sip.message import Request, parse_datagram
+from tests.support.focus_ids import CountingIds
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -102,26 +102,6 @@ SDP = (
 FACTORY = "sip:conf-factory1@mrfc1.home1.net"
 
 
-class _Ids:
-    def __init__(self) -> None:
-        self._n = itertools.count(1)
-
-    def conference_id(self) -> str:
-        return f"c{next(self._n)}"
-
-    def participant_id(self) -> str:
-        return f"p{next(self._n)}"
-
-    def tag(self) -> str:
-        return f"t{next(self._n)}"
-
-    def call_id(self) -> str:
-        return f"call{next(self._n)}@focus"
-
-    def via(self, transport: str) -> str:
-        return f"SIP/2.0/{transport} 127.0.0.1:5070;rport;branch=z9hG4bK-{next(self._n)}"
-
-
 def _focus() -> Focus:
     config = FocusConfig(
         factory_uris=[FACTORY],
@@ -129,7 +109,7 @@ def _focus() -> Focus:
         local_contact="sip:mrfc@127.0.0.1:5070",
         mrfp_uri={"mrfp1": "sip:127.0.0.1:5080"},
     )
-    return Focus(config, _Ids())
+    return Focus(config, CountingIds())
 
 
 def _ue(method: str, uri: str, call_id: str, from_tag: str, body: str = "") -> Request:
