@@ -21,6 +21,7 @@ from app.sip.address import Address
 from app.sip.errors import LocalProtocolError
 from app.sip.headers import split_commas
 from app.sip.message import Request, Response, make_response
+from app.sip.routing import response_destination
 
 MAGIC_COOKIE = "z9hG4bK"  # RFC 3261 §8.1.1.7
 
@@ -353,7 +354,9 @@ class TransactionLayer:
         is_invite = request.method == "INVITE"
         txn = ServerTransaction(
             request=request,
-            source=source,
+            # Where its responses go (RFC 3261 §18.2.2, RFC 3581 §4): the same connection for
+            # a stream; over UDP the received address and the rport, else the Via's port.
+            source=response_destination(request.top_via, source),
             key=key,
             state=State.PROCEEDING if is_invite else State.TRYING,
             is_invite=is_invite,

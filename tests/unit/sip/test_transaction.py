@@ -704,3 +704,26 @@ def test_many_transactions_keep_their_own_timers() -> None:
     timeouts = {id(o.transaction) for _, o in events if isinstance(o, TransactionTimeout)}
     assert timeouts == {id(t) for t in txns[1::2]}
     assert len(layer) == 0
+
+
+@pytest.mark.parametrize(
+    ("via_host", "expected_port"),
+    [
+        # §18.2.2: over UDP without rport, to the sent-by port (at the address it came from).
+        ("127.0.0.1:5062", 5062),
+        # RFC 3581 §4: with rport (the transport fills it in), back to the source port.
+        ("127.0.0.1:5062;rport=40123", 40123),
+    ],
+)
+def test_server_responses_go_where_section_18_2_2_says(via_host: str, expected_port: int) -> None:
+    layer = TransactionLayer()
+    req = request("OPTIONS", via_host=via_host.replace(";rport=40123", ""))
+    if "rport" in via_host:
+        via = req.top_via
+        via.params["rport"] = "40123"
+        via.params["received"] = "127.0.0.1"
+        req.set("Via", f"{via}, SIP/2.0/UDP proxy.example.com;branch=z9hG4bK-proxy")
+    txn = _server_txn(layer, req, Address("UDP", "127.0.0.1", 40123))
+    out = layer.send_response(txn, make_response(req, 200), 0.1)
+    (transmit,) = [o for o in out if isinstance(o, Transmit)]
+    assert (transmit.dest.host, transmit.dest.port) == ("127.0.0.1", expected_port)
