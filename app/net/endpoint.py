@@ -112,6 +112,9 @@ class SipEndpoint:
         self.local_port = local_port
         self.layer = TransactionLayer(timers, auto_trying=auto_trying)
         self.user: TransactionUser | None = None
+        # Asked about every request before the transaction layer sees it; False drops it
+        # there (an INVITE transaction would otherwise answer 100 Trying at once, §17.2.1).
+        self.screen: Callable[[Request, Address], bool] | None = None
         # Domains served without DNS: `home1.net` -> (S-CSCF host, port) and so on.
         self.host_map = dict(host_map or {})
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -166,6 +169,14 @@ class SipEndpoint:
 
     def receive(self, message: Request | Response, source: Address) -> None:
         """Called by the transport for every valid message."""
+        if isinstance(message, Request) and self.screen is not None:
+            try:
+                admitted = self.screen(message, source)
+            except Exception:
+                log.exception("screening %r from %s failed", message, source)
+                return
+            if not admitted:
+                return
         now = self.now()
         try:
             if isinstance(message, Request):

@@ -116,37 +116,15 @@ class FocusService:
         self._request_counters: dict[tuple[str, str], Any] = {}
         self._response_counters: dict[tuple[str, int, str], Any] = {}
         endpoint.user = self
+        # Untrusted requests are refused before any transaction exists: "drop" stays silent
+        # (no 100 Trying) and a flood of them leaves no transaction state behind.
+        endpoint.screen = self._screen
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._screen_transport()
         _tune_gc()
         await self.pool.start(self._on_media_event)
-
-    def _screen_transport(self) -> None:
-        """Refuse untrusted requests before the transaction layer sees them.
-
-        The INVITE server transaction answers 100 Trying at once (RFC 3261 §17.2.1), before
-        the TU is asked, so `untrusted_action = "drop"` decided in `on_request` was not
-        silent; and a transaction per untrusted request is state a flood could fill. The
-        transport's handler (the endpoint's `receive`) is wrapped; `on_request` keeps its own
-        check for transports without one.
-        """
-        transport = self.endpoint.transport
-        inner: Callable[[Request | Response, Address], None] | None = getattr(
-            transport, "on_message", None
-        )
-        if self.trusted is None or inner is None:
-            return
-
-        def screened(message: Request | Response, source: Address) -> None:
-            if isinstance(message, Request) and not self._is_trusted(source):
-                self._refuse_untrusted(message, source, None)
-                return
-            inner(message, source)
-
-        transport.on_message = screened  # type: ignore[attr-defined]
 
     async def stop(self) -> None:
         for handle in self._timers.values():
@@ -232,9 +210,6 @@ class FocusService:
     def on_request(self, request: Request, source: Address, txn: ServerTransaction | None) -> None:
         if self.metrics is not None:
             self._count_request(request.method, "in")
-        if not self._is_trusted(source):
-            self._refuse_untrusted(request, source, txn)
-            return
         now, wall = self._now(), self._wall()
         if request.method == "CANCEL" and txn is not None:
             invite_txn = self.endpoint.layer.find_invite_for_cancel(request)
@@ -244,9 +219,13 @@ class FocusService:
             self._invite_started[request.call_id] = now
         self._run(self.focus.on_request(request, txn, now, wall))
 
-    def _refuse_untrusted(
-        self, request: Request, source: Address, txn: ServerTransaction | None
-    ) -> None:
+    def _screen(self, request: Request, source: Address) -> bool:
+        if self._is_trusted(source):
+            return True
+        self._refuse_untrusted(request, source)
+        return False
+
+    def _refuse_untrusted(self, request: Request, source: Address) -> None:
         # Only the S-CSCFs and the MRFP nodes may talk to the focus.
         action = self.untrusted_action
         if self.metrics is not None:
@@ -255,11 +234,8 @@ class FocusService:
         if action != "reject" or request.method == "ACK":
             return  # RFC 3261 §17.1.1.3: an ACK is never answered
         refusal = make_response(request, 403, "Untrusted source", to_tag=self.endpoint.new_tag())
-        if txn is not None:
-            self.endpoint.send_response(txn, refusal)
-        else:
-            # Stateless (RFC 3261 §8.2.7 style): a retransmission is simply refused again.
-            self.endpoint.send_response_stateless(refusal)
+        # Stateless: a retransmission is simply refused again.
+        self.endpoint.send_response_stateless(refusal)
 
     def on_response(
         self, response: Response, source: Address, txn: ClientTransaction | None

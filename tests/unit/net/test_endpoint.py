@@ -130,6 +130,29 @@ async def test_incoming_invite_gets_100_and_the_tu_answers() -> None:
     ep.close()
 
 
+async def test_a_screened_request_makes_no_transaction_and_no_answer() -> None:
+    ep, wire, tu = make()
+    seen: list[Address] = []
+
+    def screen(request: Request, source: Address) -> bool:
+        seen.append(source)
+        return source != PEER
+
+    ep.screen = screen
+    invite = options(ep)
+    invite.method = "INVITE"
+    invite.set("CSeq", "1 INVITE")
+    ep.receive(invite, PEER)
+    assert seen == [PEER]
+    assert wire.sent == [] and tu.requests == [] and len(ep.layer) == 0  # not even 100 Trying
+    ep.receive(make_response(options(ep), 200, to_tag="r"), PEER)  # responses are not screened
+    assert seen == [PEER]
+    other = Address("UDP", HOST, 5998)
+    ep.receive(invite, other)
+    assert [s for _, s, _ in tu.requests] == [other]
+    ep.close()
+
+
 async def test_timers_follow_an_injected_clock() -> None:
     """Deadlines are on the endpoint's clock: with a clock far from the loop's, the
     retransmissions still come T1 apart in real time."""
