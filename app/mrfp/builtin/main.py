@@ -30,16 +30,6 @@ from app.net.transport import SipTransport
 log = logging.getLogger("mrfp.builtin")
 
 
-class _Engine(MediaEngine):
-    """`MediaEngine` whose clock tick does nothing while no member exists: the engine's
-    per-tick array rebuild fails on zero rows (a memoryview of an empty packet matrix) and
-    would log that failure 50 times a second on an idle processor."""
-
-    def _tick(self, now: float) -> None:
-        if self._members:
-            super()._tick(now)
-
-
 def _env(name: str, default: str) -> str:
     return os.environ.get(f"MRFP_{name}", default)
 
@@ -100,7 +90,7 @@ async def run(args: argparse.Namespace, stop: asyncio.Event | None = None) -> No
 
     timeout = args.media_timeout if args.media_timeout > 0 else float("inf")
     low, high = args.rtp_ports
-    engine = _Engine(rtp_host, low, high, media_timeout=timeout, on_event=on_media)
+    engine = MediaEngine(rtp_host, low, high, media_timeout=timeout, on_event=on_media)
     registry.media = engine
     transport = SipTransport(args.sip_host, args.sip_port)
     await transport.start()

@@ -266,6 +266,20 @@ async def test_hold_stops_sending_and_dtmf_is_reported_not_mixed(
         b.close()
 
 
+async def test_idle_and_emptied_engine_keeps_ticking(
+    engine_events: tuple[MediaEngine, list[EngineEvent]], caplog: pytest.LogCaptureFixture
+) -> None:
+    # No member at all, then one that leaves: the shared clock must not fail on zero rows.
+    engine, _ = engine_events
+    await asyncio.sleep(0.1)
+    await engine.add_member("c5", "1")
+    await engine.remove_member("1")
+    ticks = engine.stats.ticks
+    await asyncio.sleep(0.1)
+    assert engine.stats.ticks > ticks
+    assert "media tick failed" not in caplog.text
+
+
 async def test_ports_are_even_pairs_and_released(
     engine_events: tuple[MediaEngine, list[EngineEvent]],
 ) -> None:
