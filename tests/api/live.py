@@ -75,13 +75,6 @@ class LiveApi:
         self.client.close()
 
 
-def wait_ready(stack: Stack, timeout: float = 30.0) -> None:
-    def ready() -> bool:
-        return httpx.get(f"{stack.api}/readyz", timeout=3).status_code == 200
-
-    wait_for("/readyz 200", ready, timeout)
-
-
 # --- ESL ------------------------------------------------------------------------------------
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.live import CONF_DOMAIN, LiveApi, start_ue, wait_for, wait_ready
+from tests.api.live import CONF_DOMAIN, LiveApi, start_ue, wait_for
 from tests.support.sipp import sipp_available
-from tests.support.stack import Stack, start_stack
+from tests.support.stack import Stack, start_stack, wait_readyz
 
 pytestmark = [
     pytest.mark.interop,
@@ -47,7 +47,7 @@ def _start(tmp: Path, database_url: str, action: str) -> Stack:
         log_level="DEBUG",
     )
     try:
-        wait_ready(stack)
+        wait_readyz(stack.api)
     except BaseException:
         stack.stop()
         raise

@@ -24,10 +24,9 @@ from tests.api.live import (
     notifies,
     start_ue,
     wait_for,
-    wait_ready,
 )
 from tests.support.sipp import SippProcess, header_values, sipp_available
-from tests.support.stack import Stack, start_stack
+from tests.support.stack import Stack, start_stack, wait_readyz
 
 pytestmark = [
     pytest.mark.interop,
@@ -45,7 +44,7 @@ USER4 = "sip:user4_public1@home1.net"
 def stack(tmp_path: Path, database_url: str) -> Iterator[Stack]:
     started = start_stack(tmp_path / "stack", database_url=database_url)
     try:
-        wait_ready(started)
+        wait_readyz(started.api)
         yield started
     finally:
         started.stop()

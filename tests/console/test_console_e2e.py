@@ -26,9 +26,9 @@ import numpy as np
 import pytest
 
 from app.mrfp.builtin.g711 import ulaw_encode
-from tests.api.live import CONF_DOMAIN, start_ue, wait_ready
+from tests.api.live import CONF_DOMAIN, start_ue
 from tests.support.sipp import SippProcess, sipp_available
-from tests.support.stack import PROJECT, Stack, start_stack
+from tests.support.stack import PROJECT, Stack, start_stack, wait_readyz
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import (  # noqa: E402
@@ -84,7 +84,7 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0) ->
 def stack(tmp_path: Path) -> Iterator[Stack]:
     started = start_stack(tmp_path / "stack")
     try:
-        wait_ready(started)
+        wait_readyz(started.api)
         yield started
     finally:
         started.stop()

@@ -26,7 +26,7 @@ import pytest
 
 from tests.support.audio import ToneLevels, read_wav, tone_levels, window, write_tone_wav
 from tests.support.baresip import Baresip, DnsStub, baresip_available
-from tests.support.stack import Stack, start_stack, wait_for
+from tests.support.stack import Stack, start_stack, wait_for, wait_readyz
 
 pytestmark = [
     pytest.mark.interop,
@@ -62,23 +62,11 @@ class Ue:
         return f"sip:{self.user}"
 
 
-def wait_ready(stack: Stack, timeout: float = 30.0) -> None:
-    """/readyz: the ESL connection to the media processor is up."""
-
-    def probe() -> bool:
-        try:
-            return httpx.get(f"{stack.api}/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(probe, timeout, "MRFC-AS /readyz")
-
-
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     started = start_stack(tmp_path / "stack")
     try:
-        wait_ready(started)
+        wait_readyz(started.api)
         yield started
     finally:
         started.stop()

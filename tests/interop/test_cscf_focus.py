@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -33,7 +32,14 @@ from tests.support.sipp import (
     sipp_available,
     start_sipp,
 )
-from tests.support.stack import PROJECT, Process, start_builtin_mrfp, wait_ready, write_config
+from tests.support.stack import (
+    PROJECT,
+    Process,
+    start_builtin_mrfp,
+    wait_ready,
+    wait_readyz,
+    write_config,
+)
 
 pytestmark = [
     pytest.mark.interop,
@@ -103,21 +109,6 @@ def start_mrfc(base: Path, config: Path) -> Process:
     return Process("mrfc", proc, log)
 
 
-def wait_readyz(api_port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        try:
-            resp = httpx.get(f"http://127.0.0.1:{api_port}/readyz", timeout=2)
-            if resp.status_code == 200:
-                return
-            last = resp.text
-        except httpx.HTTPError as exc:
-            last = str(exc)
-        time.sleep(0.1)
-    raise AssertionError(f"MRFC-AS not ready: {last}")
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     base = tmp_path_factory.mktemp("cscf_focus")
@@ -150,7 +141,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             # the S-CSCF routes it to the AS by its filter criteria, without DNS.
             mrfc = start_mrfc(base, config)
             wait_ready(mrfc)
-            wait_readyz(api_port)
+            wait_readyz(f"http://127.0.0.1:{api_port}")
             e = Env(base, database, cscf, mrfc, mrfp, api_port)
             for impu in (USER1, USER2):
                 result = register(e, impu, ue_port(impu))

@@ -6,12 +6,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
 from tests.support.sipp import header_values, run_sipp, sipp_available
-from tests.support.stack import Stack, start_stack
+from tests.support.stack import Stack, start_stack, wait_readyz
 
 SCENARIOS = Path(__file__).parent / "scenarios" / "focus"
 
@@ -22,27 +21,11 @@ pytestmark = [
 ]
 
 
-def wait_ready(stack: Stack, timeout: float = 30.0) -> None:
-    """/readyz says the ESL connection to the media processor is up."""
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        try:
-            resp = httpx.get(f"{stack.api}/readyz", timeout=2)
-            if resp.status_code == 200:
-                return
-            last = resp.text
-        except httpx.HTTPError as exc:
-            last = str(exc)
-        time.sleep(0.1)
-    raise AssertionError(f"MRFC-AS not ready: {last}")
-
-
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     started = start_stack(tmp_path)
     try:
-        wait_ready(started)
+        wait_readyz(started.api)
         yield started
     finally:
         started.stop()

@@ -139,6 +139,29 @@ def wait_for(probe: Callable[[], T | None], timeout: float = 30.0, what: str = "
         time.sleep(0.05)
 
 
+def wait_readyz(api: str, timeout: float = 30.0) -> None:
+    """Poll the MRFC-AS's `/readyz` (base URL `api`) until it answers 200: SIP listening and
+    the ESL connection to the media processor up."""
+    import httpx
+
+    last = ""
+
+    def ready() -> bool:
+        nonlocal last
+        try:
+            resp = httpx.get(f"{api}/readyz", timeout=3)
+        except httpx.HTTPError as exc:
+            last = str(exc)
+            return False
+        last = resp.text
+        return resp.status_code == 200
+
+    try:
+        wait_for(ready, timeout, "MRFC-AS /readyz")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {last}") from None
+
+
 def _esl_frame(sock: socket.socket, buf: bytearray) -> tuple[dict[str, str], bytes]:
     while b"\n\n" not in buf:
         chunk = sock.recv(65536)
