@@ -317,7 +317,10 @@ def start_stack(
         sip_options=sip_options,
         log_level=log_level,
     )
-    mrfc = _start("mrfc", [sys.executable, "-m", "app.main", "--config", str(config)], tmp)
+    # MRFC_CPROFILE=<file>: run the MRFC-AS under cProfile (its event-loop thread) for profiling.
+    profile = os.environ.get("MRFC_CPROFILE")
+    profiler = ["-m", "cProfile", "-o", profile] if profile else []
+    mrfc = _start("mrfc", [sys.executable, *profiler, "-m", "app.main", "--config", str(config)], tmp)
     try:
         wait_ready(mrfc)
     except Exception:
