@@ -320,7 +320,9 @@ def start_stack(
     # MRFC_CPROFILE=<file>: run the MRFC-AS under cProfile (its event-loop thread) for profiling.
     profile = os.environ.get("MRFC_CPROFILE")
     profiler = ["-m", "cProfile", "-o", profile] if profile else []
-    mrfc = _start("mrfc", [sys.executable, *profiler, "-m", "app.main", "--config", str(config)], tmp)
+    mrfc = _start(
+        "mrfc", [sys.executable, *profiler, "-m", "app.main", "--config", str(config)], tmp
+    )
     try:
         wait_ready(mrfc)
     except Exception:
