@@ -9,12 +9,22 @@ in two places only:
   `loop.call_soon_threadsafe`; all state (what the node holds, the sink) lives on the asyncio
   side and is touched from the loop thread only.
 
-greenswitch 0.0.19 is used with three fixes in a subclass (`_InboundESL`):
-- a connection closed before `auth/request` left `connect()` waiting forever;
-- a connection closed in the middle of a body made `_read_socket` spin forever;
-- event bodies are parsed with `app.mrfp.esl` (greenswitch URL-decodes the whole block before
-  splitting lines, so a value holding an encoded newline — an SDP in verbose events — broke
-  into bogus headers).
+greenswitch 0.0.19 connects, authenticates and sends the commands. Its receive side is
+replaced in a subclass (`_InboundESL.receive_events`), for correctness and for the CPU the
+reader thread spends on every event (FreeSWITCH sends ~100 headers per event, ~170 with
+verbose-events):
+- greenswitch reads the frame envelope line by line through a socket file (one recv per
+  buffer refill, a string concatenation per line) and parses every event fully
+  (URL-decoding the whole block before splitting lines, so a value holding an encoded
+  newline — an SDP in verbose events — broke into bogus headers), then hands it through a
+  gevent queue to another greenlet that dispatches it. Here the socket is read in large
+  chunks, split into frames by `EslFrameReader`, and the plain events of one chunk go to a
+  single callback as raw bodies; the node extracts only the headers its mapper reads
+  (`PlainHeaderScanner`) and posts the whole chunk's events to asyncio at once (one
+  `call_soon_threadsafe`, one loop wake-up).
+- a connection closed before `auth/request` left `connect()` waiting forever, and one closed
+  in the middle of a body made greenswitch's `_read_socket` spin forever: here the end of the
+  stream ends the loop, which wakes every waiter.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from greenswitch import esl as gs_esl
 
 from app.focus.media import MemberInfo, NodeConnectionChanged
 from app.mrfp.esl.conference import (
+    MAINTENANCE_HEADERS,
     MAINTENANCE_SUBCLASS,
     SUBSCRIBE_PLAIN,
     MaintenanceMapper,
@@ -43,7 +54,16 @@ from app.mrfp.esl.conference import (
     members_from_json_list,
     parse_json_list,
 )
-from app.mrfp.esl.events import parse_event_plain_body
+from app.mrfp.esl.events import PlainHeaderScanner
+from app.mrfp.esl.frames import (
+    API_RESPONSE,
+    AUTH_REQUEST,
+    COMMAND_REPLY,
+    DISCONNECT_NOTICE,
+    EVENT_PLAIN,
+    RUDE_REJECTION,
+    EslFrameReader,
+)
 from app.mrfp.port import ConferenceNotFound, EventSink, MrfpError, MrfpUnavailable
 
 log = logging.getLogger(__name__)
@@ -67,17 +87,68 @@ class _EslClosed(Exception):
     """The ESL socket closed."""
 
 
+# One recv per this many bytes at most: a join's few events (2.5-7 kB each) in one read.
+_RECV_SIZE = 256 * 1024
+
+
+@dataclass(eq=False, slots=True)
+class _Reply:
+    """What greenswitch's `send()` returns: the reply's headers, and `data` (Reply-Text of a
+    command/reply, the body of an api/response)."""
+
+    headers: dict[str, str]
+    data: str
+
+
 class _InboundESL(gs_esl.InboundESL):  # type: ignore[misc]
-    """greenswitch's client with the fixes listed in the module docstring."""
+    """greenswitch's client with its receive side replaced (module docstring).
+
+    `on_plain_events` gets, in the reader greenlet, the bodies of the `text/event-plain`
+    frames of one received chunk, in order.
+    """
 
     connected: bool
     _run: bool
+    _lingering: bool
     _commands_sent: list[Any]
+    sock: Any
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        password: str,
+        on_plain_events: Callable[[list[bytes]], None],
+        timeout: float = 5.0,
+    ) -> None:
+        super().__init__(host, port, password, timeout=timeout)
+        self._on_plain_events = on_plain_events
 
     def receive_events(self) -> None:
+        reader = EslFrameReader()
+        # gevent's socket: recv waits on the hub (no timeout: sock.settimeout(None) after
+        # connect), so this greenlet sleeps until FreeSWITCH sends something.
+        recv = self.sock.recv
+        on_events = self._on_plain_events
         try:
-            super().receive_events()
-        except Exception as exc:  # a closed socket mid-frame, a frame greenswitch cannot read
+            while self._run:
+                data = recv(_RECV_SIZE)
+                if not data:
+                    if reader.buffered:
+                        log.debug("ESL connection closed inside a frame")
+                    break
+                events: list[bytes] = []
+                for headers, body in reader.feed(data):
+                    if headers.get("Content-Type") == EVENT_PLAIN:
+                        events.append(body)
+                        continue
+                    if events:  # keep the order: events before a reply are handed over first
+                        on_events(events)
+                        events = []
+                    self._handle_frame(headers, body)
+                if events:
+                    on_events(events)
+        except Exception as exc:  # a socket error, a frame that is not ESL
             log.debug("ESL receive loop ended: %s", type(exc).__name__)
         finally:
             self.connected = False
@@ -88,25 +159,29 @@ class _InboundESL(gs_esl.InboundESL):  # type: ignore[misc]
             for result in pending:
                 result.set_exception(_EslClosed("ESL connection closed"))
 
-    @staticmethod
-    def _read_socket(sock: Any, length: int) -> str:
-        data = b""
-        while len(data) < length:
-            chunk = sock.read(length - len(data))
-            if not chunk:
-                raise _EslClosed("ESL connection closed inside a frame body")
-            data += chunk
-        return data.decode("utf-8", "surrogateescape")
-
-    def handle_event(self, event: Any) -> None:
-        if event.headers.get("Content-Type") == "text/event-plain":
-            body = self._read_socket(self.sock_file, int(event.headers["Content-Length"]))
-            parsed = parse_event_plain_body(body.encode("utf-8", "surrogateescape"))
-            event.headers.update(parsed.as_dict())
-            event.body = parsed.body
-            self._esl_event_queue.put(event)
-            return
-        super().handle_event(event)
+    def _handle_frame(self, headers: dict[str, str], body: bytes) -> None:
+        """Every frame but a plain event, as greenswitch's `handle_event` treats it."""
+        ctype = headers.get("Content-Type")
+        if ctype == AUTH_REQUEST:
+            self._auth_request_event.set()
+        elif ctype == COMMAND_REPLY:
+            self._commands_sent.pop(0).set(_Reply(headers, headers.get("Reply-Text", "")))
+        elif ctype == API_RESPONSE:
+            text = body.decode("utf-8", "surrogateescape")
+            self._commands_sent.pop(0).set(_Reply(headers, text))
+        elif ctype == DISCONNECT_NOTICE:
+            # FreeSWITCH closes the socket next (the loop ends on it), unless it lingers.
+            if headers.get("Content-Disposition") == "linger":
+                self._lingering = True
+            else:
+                self.connected = False
+        elif ctype == RUDE_REJECTION:
+            # Sent instead of auth/request to a peer the ACL refuses: connect() gives up.
+            self.connected = False
+            self._auth_request_event.set()
+        else:
+            # Only plain events are subscribed to; json/xml events or logs are not expected.
+            log.debug("ESL frame of type %r ignored", ctype)
 
     def close(self) -> None:
         """Drop the connection without the `exit` round trip greenswitch's stop() waits for."""
@@ -156,6 +231,7 @@ class FreeSwitchNode:
         self.backoff_max = backoff_max
         self.backoff_jitter = backoff_jitter
         self._mapper = MaintenanceMapper(name)
+        self._scanner = PlainHeaderScanner(MAINTENANCE_HEADERS)
         self._sink: EventSink | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = False
@@ -306,9 +382,12 @@ class FreeSwitchNode:
         except Exception:
             log.exception("%s: event sink raised on %r", self.name, event)
 
-    def _on_esl_event(self, headers: dict[str, str]) -> None:
-        for event in self._mapper.map(headers):
-            self._emit(event)
+    def _on_esl_events(self, batch: list[dict[str, str]]) -> None:
+        """The maintenance events of one chunk read by the hub, in order."""
+        map_event = self._mapper.map
+        for headers in batch:
+            for event in map_event(headers):
+                self._emit(event)
 
     def _set_connected(self, up: bool) -> None:
         if up == self._connected:
@@ -408,11 +487,16 @@ class FreeSwitchNode:
             gevent.sleep(delay)
 
     def _hub_connect(self) -> _InboundESL | None:
-        esl = _InboundESL(self.host, self.port, self._password, timeout=self.connect_timeout)
+        esl = _InboundESL(
+            self.host,
+            self.port,
+            self._password,
+            self._hub_on_plain_events,
+            timeout=self.connect_timeout,
+        )
         try:
             with gevent.Timeout(self.connect_timeout):
                 esl.connect()  # auth/request, then `auth <password>`
-                esl.register_handle(MAINTENANCE_SUBCLASS, self._hub_on_event)
                 check_command_reply(esl.send(SUBSCRIBE_PLAIN).data)
             return esl
         except ValueError:
@@ -432,8 +516,21 @@ class FreeSwitchNode:
         esl.close()
         return None
 
-    def _hub_on_event(self, event: Any) -> None:
-        self._post(self._on_esl_event, dict(event.headers))
+    def _hub_on_plain_events(self, bodies: list[bytes]) -> None:
+        """In the hub: the events of one received chunk, reduced to the headers the mapper
+        reads, go to the loop in one post (greenswitch dispatched CUSTOM events by subclass;
+        only `conference::maintenance` is subscribed to and handled)."""
+        scan = self._scanner.scan
+        batch: list[dict[str, str]] = []
+        for body in bodies:
+            headers = scan(body)
+            if (
+                headers.get("Event-Subclass") == MAINTENANCE_SUBCLASS
+                and headers.get("Event-Name") == "CUSTOM"
+            ):
+                batch.append(headers)
+        if batch:
+            self._post(self._on_esl_events, batch)
 
 
 def _resolve(future: asyncio.Future[str], result: str | BaseException) -> None:

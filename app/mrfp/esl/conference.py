@@ -213,6 +213,22 @@ def parse_list(body: str) -> list[ConferenceInfo]:
 # conference::maintenance events
 
 
+# Every header `MaintenanceMapper.map` reads (a test holds it to that), plus Event-Name for
+# dispatching: what the FreeSWITCH adapter's reader extracts from each event and nothing else.
+MAINTENANCE_HEADERS: tuple[str, ...] = (
+    "Event-Name",
+    "Event-Subclass",
+    "Action",
+    "Conference-Name",
+    "Member-ID",
+    "Unique-ID",
+    "Caller-Caller-ID-Number",
+    "variable_sip_call_id",
+    "variable_sip_h_X-Participant",
+    f"variable_{PARTICIPANT_VARIABLE}",
+)
+
+
 def _flag(value: str | None) -> bool:
     return value == "true"
 

@@ -280,3 +280,91 @@ def render_rude_rejection(body: str = RUDE_REJECTION_BODY) -> bytes:
     return render_frame(
         Frame((("Content-Type", RUDE_REJECTION), ("Content-Length", str(len(raw)))), raw)
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# the adapter's reader
+
+RawFrame = tuple[dict[str, str], bytes]
+
+
+def _outer_headers(block: bytes) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for raw_line in block.split(b"\n"):
+        name, sep, value = raw_line.partition(b": ")
+        if not sep:
+            name, sep, value = raw_line.partition(b":")
+            if not sep:
+                line = _decode(raw_line)
+                raise EslProtocolError(f"header line without ':': {line[:80]!r}")
+        headers[_decode(name)] = _decode(value)
+    return headers
+
+
+class EslFrameReader:
+    """What the FreeSWITCH adapter's reader runs on the bytes FreeSWITCH sends.
+
+    Same frames as `EslClientParser`, made for a reader that receives large chunks (several
+    events per `recv`): headers come as a dict (a repeated name: the last value, as
+    greenswitch's own events have them), the body stays bytes, and received chunks are only
+    joined once the pending frame can be complete, so a large body is not copied again for
+    every chunk. Lines end with `\\n` only, as mod_event_socket writes them.
+    """
+
+    __slots__ = ("_chunks", "_have", "_need")
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self._have = 0
+        self._need = 1  # bytes buffered before the pending frame can be whole
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received that do not yet make a whole frame."""
+        return self._have
+
+    def feed(self, data: bytes) -> list[RawFrame]:
+        """Whole frames completed by `data`, in order, as (outer headers, body)."""
+        if data:
+            self._chunks.append(data)
+            self._have += len(data)
+        if self._have < self._need:
+            return []
+        chunks = self._chunks
+        buf = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        frames: list[RawFrame] = []
+        pos = 0
+        size = len(buf)
+        need = size + 1
+        while pos < size:
+            if buf[pos] == 0x0A:  # blank lines between frames carry nothing (libesl skips them)
+                pos += 1
+                continue
+            end = buf.find(b"\n\n", pos)
+            if end == -1:
+                if size - pos > MAX_HEADER_BLOCK:
+                    raise EslProtocolError("header block too long")
+                break
+            headers = _outer_headers(buf[pos:end])
+            length = 0
+            raw_length = headers.get("Content-Length")
+            if raw_length is not None:
+                try:
+                    length = int(raw_length.strip())
+                except ValueError as exc:
+                    raise EslProtocolError(f"bad Content-Length {raw_length!r}") from exc
+                if length < 0 or length > MAX_BODY:
+                    raise EslProtocolError(f"Content-Length {length} out of bounds")
+            start = end + 2
+            if start + length > size:
+                need = start + length
+                break
+            frames.append((headers, buf[start : start + length]))
+            pos = start + length
+        if pos >= size:
+            self._chunks, self._have, self._need = [], 0, 1
+        else:
+            rest = buf[pos:] if pos else buf
+            self._chunks, self._have = [rest], size - pos
+            self._need = need - pos
+        return frames
