@@ -54,6 +54,10 @@ class StatusType(Enum):
     LOCAL = "local"
     REMOTE = "remote"
 
+    # Members are singletons: hash by identity (C) rather than Enum's hash of the name
+    # (Python), as these key the status tables looked up on every offer and answer.
+    __hash__ = object.__hash__
+
     def flip(self) -> StatusType:
         """The same segment seen from the other end."""
         return _FLIP_STATUS[self]
@@ -73,6 +77,8 @@ class QosDirection(Enum):
     SEND = "send"
     RECV = "recv"
     SENDRECV = "sendrecv"
+
+    __hash__ = object.__hash__  # see StatusType
 
     @property
     def send(self) -> bool:
@@ -111,6 +117,8 @@ class Strength(Enum):
     FAILURE = "failure"  # RFC 3312 §5: the precondition cannot be met; the session fails
     UNKNOWN = "unknown"  # RFC 3312 §5: used in an answer-less offer (e.g. in a 183's re-offer)
 
+    __hash__ = object.__hash__  # see StatusType
+
     @property
     def rank(self) -> int:
         return _RANK.get(self, 0)
@@ -131,31 +139,53 @@ class QosLine:
     @classmethod
     def from_attribute(cls, attribute: Attribute) -> QosLine | None:
         """The line for `attribute`, None if it is not a qos precondition (other types exist)."""
-        if attribute.name not in PRECONDITION_ATTRIBUTES or attribute.value is None:
+        name = attribute.name
+        if name not in PRECONDITION_ATTRIBUTES or attribute.value is None:
             return None
-        parts = attribute.value.split()
+        # The same few lines come in every offer: parse each distinct one once.
+        key = (name, attribute.value)
+        line = _PARSED.get(key, _UNPARSED)
+        if line is _UNPARSED:
+            line = cls._parse(name, attribute.value)
+            if len(_PARSED) >= _PARSED_LIMIT:
+                _PARSED.clear()  # peers sending endless variants must not grow it
+            _PARSED[key] = line
+        return line  # type: ignore[return-value]
+
+    @classmethod
+    def _parse(cls, name: str, value: str) -> QosLine | None:
+        parts = value.split()
         if not parts or parts[0] != "qos":
             return None  # RFC 3312 §5: only "qos" is defined; others are not ours to judge
         try:
-            if attribute.name == "des":
+            if name == "des":
                 if len(parts) != 4:
-                    raise SdpError(f"a=des needs 4 fields: {attribute.value!r}")
+                    raise SdpError(f"a=des needs 4 fields: {value!r}")
                 return cls("des", StatusType(parts[2]), QosDirection(parts[3]), Strength(parts[1]))
             if len(parts) != 3:
-                raise SdpError(f"a={attribute.name} needs 3 fields: {attribute.value!r}")
-            return cls(attribute.name, StatusType(parts[1]), QosDirection(parts[2]))
+                raise SdpError(f"a={name} needs 3 fields: {value!r}")
+            return cls(name, StatusType(parts[1]), QosDirection(parts[2]))
         except ValueError as exc:
             if isinstance(exc, SdpError):
                 raise
-            raise SdpError(f"bad precondition a={attribute}: {exc}") from None
+            raise SdpError(f"bad precondition a={name}:{value}: {exc}") from None
 
     def to_attribute(self) -> Attribute:
+        return Attribute(self.kind, self.text)
+
+    @property
+    def text(self) -> str:
+        """The attribute's value, e.g. `qos mandatory local sendrecv`."""
         if self.kind == "des":
             assert self.strength is not None
-            return Attribute(
-                "des", f"qos {self.strength.value} {self.status_type.value} {self.direction.value}"
-            )
-        return Attribute(self.kind, f"qos {self.status_type.value} {self.direction.value}")
+            strength = self.strength._value_
+            return f"qos {strength} {self.status_type._value_} {self.direction._value_}"
+        return f"qos {self.status_type._value_} {self.direction._value_}"
+
+
+_UNPARSED = object()
+_PARSED: dict[tuple[str, str], QosLine | object | None] = {}
+_PARSED_LIMIT = 256
 
 
 @dataclass(slots=True)
@@ -294,7 +324,10 @@ def uses_preconditions(sdp: SessionDescription) -> bool:
 
 
 def strip_preconditions(sdp: SessionDescription) -> SessionDescription:
-    """A copy without qos curr/des/conf lines (what the media processor is given)."""
+    """`sdp` without qos curr/des/conf lines (what the media processor is given): a copy, or
+    `sdp` itself when it has none. Callers treat the result as read-only."""
+    if not any(a.name in PRECONDITION_ATTRIBUTES for m in sdp.media for a in m.attributes):
+        return sdp
     out = sdp.copy()
     for media in out.media:
         media.attributes[:] = [a for a in media.attributes if QosLine.from_attribute(a) is None]
@@ -303,11 +336,12 @@ def strip_preconditions(sdp: SessionDescription) -> SessionDescription:
 
 def add_preconditions(sdp: SessionDescription, table: PreconditionTable) -> SessionDescription:
     """A copy of `sdp` (the media processor's answer) carrying the focus's status lines."""
-    out = strip_preconditions(sdp)
+    out = sdp.copy()
     for index, media in enumerate(out.media):
-        if media.rejected:
-            continue
-        media.attributes.extend(line.to_attribute() for line in table.lines(index))
+        kept = [a for a in media.attributes if QosLine.from_attribute(a) is None]
+        if not media.rejected:
+            kept.extend(line.to_attribute() for line in table.lines(index))
+        media.attributes[:] = kept
     return out
 
 
