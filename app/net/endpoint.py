@@ -145,7 +145,15 @@ class SipEndpoint:
     def now(self) -> float:
         if self._clock is not None:
             return self._clock()
-        return asyncio.get_running_loop().time()
+        return self.event_loop().time()
+
+    def event_loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop, looked up once: `asyncio.get_running_loop()` makes a getpid()
+        system call every time (CPython's check for a fork), some thirty per conference join."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     def _reschedule(self) -> None:
         deadline = self.layer.next_deadline()
@@ -156,7 +164,7 @@ class SipEndpoint:
             self._timer = None
         self._timer_at = deadline
         if deadline is not None:
-            loop = asyncio.get_running_loop()
+            loop = self.event_loop()
             # Deadlines are on the endpoint's clock, which need not be the loop's.
             self._timer = loop.call_later(max(deadline - self.now(), 0.0), self._on_timer)
 

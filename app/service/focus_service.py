@@ -176,9 +176,8 @@ class FocusService:
 
     # -- time -------------------------------------------------------------------------------
 
-    @staticmethod
-    def _now() -> float:
-        return asyncio.get_running_loop().time()
+    def _now(self) -> float:
+        return self.endpoint.event_loop().time()
 
     @staticmethod
     def _wall() -> datetime:
@@ -325,7 +324,7 @@ class FocusService:
         old = self._timers.pop(key, None)
         if old is not None:
             old.cancel()
-        loop = asyncio.get_running_loop()
+        loop = self.endpoint.event_loop()
 
         def fire() -> None:
             self._timers.pop(key, None)
@@ -334,7 +333,7 @@ class FocusService:
         self._timers[key] = loop.call_at(at, fire)
 
     def _spawn(self, coro: Any) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        task: asyncio.Task[None] = self.endpoint.event_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -360,7 +359,8 @@ class FocusService:
     def _changed(self, change: Changed) -> None:
         if self.metrics is not None:
             self._update_metrics(change)
-        if self.bus is not None:
+        if self.bus is not None and self.bus.subscriber_count:
+            # Nobody listening (no SSE client): nothing to build.
             self.bus.publish(
                 ChangeEvent(
                     change.kind, change.conference_id, change.participant_id, _jsonable(change.data)

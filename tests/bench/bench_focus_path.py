@@ -87,8 +87,14 @@ class ScriptedNode:
         pass
 
 
+_PATTERNS: dict[str, re.Pattern[str]] = {}
+
+
 def header(data: bytes, name: str) -> str:
-    match = re.search(rf"^{name}:\s*(.*?)\r$", data.decode(), re.M | re.I)
+    pattern = _PATTERNS.get(name)
+    if pattern is None:
+        pattern = _PATTERNS[name] = re.compile(rf"^{name}:\s*(.*?)\r$", re.M | re.I)
+    match = pattern.search(data.decode())
     assert match, (name, data[:300])
     return match.group(1)
 
