@@ -3,6 +3,7 @@
 from app.db.migrate import migrate
 from app.db.session import (
     SessionFactory,
+    engine_of,
     make_engine,
     make_session_factory,
     normalize_url,
@@ -13,6 +14,7 @@ from app.db.session import (
 
 __all__ = [
     "SessionFactory",
+    "engine_of",
     "make_engine",
     "make_session_factory",
     "migrate",

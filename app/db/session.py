@@ -60,6 +60,15 @@ def make_session_factory(engine: Engine) -> SessionFactory:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+def engine_of(factory: SessionFactory) -> Engine:
+    """The engine a session factory made by `make_session_factory` is bound to (for writers
+    that run Core statements on a Connection, without a Session)."""
+    bind = factory.kw.get("bind")
+    if not isinstance(bind, Engine):
+        raise TypeError("the session factory is not bound to an engine")
+    return bind
+
+
 @contextmanager
 def session_scope(factory: SessionFactory) -> Iterator[Session]:
     """One transaction: commit on success, roll back on any exception."""

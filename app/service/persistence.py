@@ -20,44 +20,51 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, cast
+from operator import itemgetter
+from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, update
-from sqlalchemy.orm import Session
-
-from app.db import repo
-from app.db.models import EndpointStatus, EventLogEntry, Participant, Subscription
-from app.db.session import SessionFactory, session_scope
+from app.db.batch import (
+    PARTICIPANT_COLUMNS,
+    PARTICIPANT_FIELDS_START,
+    SUBSCRIPTION_COLUMNS,
+    BatchWriter,
+)
+from app.db.models import EndpointStatus, SubscriptionState
+from app.db.session import SessionFactory, engine_of
 from app.focus.actions import Changed
 
 log = logging.getLogger(__name__)
 
 _NOT_LOGGED = frozenset({"participant.talking", "participant.media"})
+# Internal SIP state: kept in the rows (for a restart), not in the log.
+_NOT_IN_DETAIL = frozenset({"dialog", "mrfp_dialog"})
 
-_PARTICIPANT_FIELDS = (
-    "display_name",
-    "call_id",
-    "local_tag",
-    "remote_tag",
-    "mrfp_call_id",
-    "status",
-    "joining_method",
-    "disconnection_method",
-    "muted",
-    "joined_at",
-    "left_at",
-)
-
-_PARTICIPANTS = cast(Table, Participant.__table__)
-_EVENT_LOG = cast(Table, EventLogEntry.__table__)
-
-# Participant rows the writer remembers before it starts over (it then asks the database).
-KNOWN_ROWS_LIMIT = 100_000
+# Snapshot keys that are participant columns of the same name, in column order (they are
+# the columns from PARTICIPANT_FIELDS_START on).
+_PARTICIPANT_FIELDS = PARTICIPANT_COLUMNS[PARTICIPANT_FIELDS_START:]
+_FIELD_KEYS = frozenset(_PARTICIPANT_FIELDS)
+_get_fields = itemgetter(*_PARTICIPANT_FIELDS)
+_MEMBER_ID = PARTICIPANT_COLUMNS.index("mrfp_member_id")
+_DIALOG_STATE = PARTICIPANT_COLUMNS.index("dialog_state")
+_ALL_FIELDS = frozenset(range(PARTICIPANT_FIELDS_START, len(PARTICIPANT_COLUMNS)))
+_PENDING = EndpointStatus.PENDING.value
 
 # A change and the wall-clock time it happened at (the event log's `at`).
 Stamped = tuple[Changed, datetime]
+
+
+class _ParticipantRow:
+    """One participant's row as a batch leaves it: the values a new row is inserted with
+    (PARTICIPANT_COLUMNS order), and the columns an existing row gets from them."""
+
+    __slots__ = ("conference_id", "updated", "values")
+
+    def __init__(self, values: list[Any], conference_id: str) -> None:
+        self.values = values
+        self.conference_id = conference_id
+        self.updated: frozenset[int] = frozenset({_DIALOG_STATE})
 
 
 class DatabaseWriter:
@@ -66,9 +73,8 @@ class DatabaseWriter:
     def __init__(self, session_factory: SessionFactory, owner_node: str | None = None) -> None:
         self.session_factory = session_factory
         self.owner_node = owner_node
-        # Participant rows known to exist (id -> conference id), learnt from committed
-        # batches: a participant's later changes are UPDATEs without asking the database.
-        self._rows: dict[str, str] = {}
+        self.engine = engine_of(session_factory)
+        self._sql = BatchWriter(self.engine)
 
     def __call__(self, change: Changed) -> None:
         """One change in its own transaction."""
@@ -76,122 +82,72 @@ class DatabaseWriter:
 
     def write_batch(self, batch: Sequence[Stamped]) -> None:
         """All of `batch` in one transaction, in order; raises (and writes nothing) if the
-        database refuses any of it."""
-        with session_scope(self.session_factory) as session:
-            participants: dict[str, dict[str, Any]] = {}
-            events: list[dict[str, Any]] = []
-            for change, at in batch:
-                kind = change.kind
-                if kind.startswith("conference."):
-                    self._conference(session, change, at)
-                elif kind.startswith("participant.") and change.participant_id is not None:
+        database refuses any of it.
+
+        Rows end as the changes one by one would leave them, with fewer statements: a row
+        changed several times in the batch is written once with its last values, and each
+        kind of statement runs once for all its rows (executemany). Statement order keeps
+        the foreign keys happy: conferences first, then their participants and
+        subscriptions, then the log.
+        """
+        created: list[tuple[Any, ...]] = []
+        locks: list[tuple[str, bool]] = []
+        ends: list[tuple[str, datetime]] = []
+        participants: dict[str, _ParticipantRow] = {}
+        subscriptions: dict[str, list[Any]] = {}
+        events: list[tuple[datetime, str | None, str | None, str, str | None, Any]] = []
+        for change, at in batch:
+            kind = change.kind
+            data = change.data
+            if kind.startswith("participant."):
+                if change.participant_id is not None:
                     _merge_participant(participants, change, at)
-                elif kind.startswith("subscription.") and change.data.get("id"):
-                    self._subscription(session, change, at)
-                if kind not in _NOT_LOGGED:
-                    events.append(
-                        {
-                            "at": at,
-                            "conference_id": change.conference_id,
-                            "participant_id": change.participant_id,
-                            "kind": kind,
-                            "actor": change.actor,
-                            "detail": _detail(change.data),
-                        }
-                    )
-            written: dict[str, str] = {}
+            elif kind.startswith("conference."):
+                if kind == "conference.created":
+                    created.append(self._conference_row(change, at))
+                elif kind == "conference.ended":
+                    ends.append((change.conference_id, data.get("ended_at") or at))
+                elif kind == "conference.locked":
+                    locks.append((change.conference_id, bool(data["locked"])))
+            elif kind.startswith("subscription.") and data.get("id"):
+                _merge_subscription(subscriptions, change, at)
+            if kind not in _NOT_LOGGED:
+                detail = {k: v for k, v in data.items() if k not in _NOT_IN_DETAIL}
+                events.append(
+                    (at, change.conference_id, change.participant_id, kind, change.actor, detail)
+                )
+        sql = self._sql
+        with self.engine.begin() as conn:
+            # Inserts before the updates of the same conferences; a lock and an end touch
+            # different columns, so their relative order does not matter.
+            sql.insert_conferences(conn, created)
+            sql.lock_conferences(conn, locks)
+            sql.end_conferences(conn, ends)
             if participants:
-                written = self._write_participants(session, participants)
-            if events:
-                session.execute(insert(_EVENT_LOG), events)
-        # Committed: remember the rows (only now, a rolled-back insert made none).
-        if len(self._rows) > KNOWN_ROWS_LIMIT:
-            self._rows.clear()
-        self._rows.update(written)
-        for pid, row in participants.items():
-            if row.get("left_at") is not None:
-                self._rows.pop(pid, None)  # gone: few changes left to come, forget it
+                for updated, rows in _by_updated(participants.values()):
+                    sql.upsert_participants(conn, updated, rows)
+            sql.upsert_subscriptions(conn, list(subscriptions.values()))
+            sql.insert_events(conn, events)
 
-    def _write_participants(
-        self, session: Session, rows: dict[str, dict[str, Any]]
-    ) -> dict[str, str]:
-        """One INSERT (executemany) for the new rows, one UPDATE by primary key for the
-        others. Returns the rows written (id -> conference id)."""
-        unknown = [pid for pid in rows if pid not in self._rows]
-        known = {pid: self._rows[pid] for pid in rows if pid in self._rows}
-        known.update(repo.existing_participants(session, unknown))
-        inserts: list[dict[str, Any]] = []
-        updates: list[dict[str, Any]] = []
-        for pid, row in rows.items():
-            new = row.pop("_new")
-            if pid in known:
-                if known[pid] != row["conference_id"]:
-                    raise ValueError(f"participant {pid} is in another conference")
-                updates.append({f"b_{k}": v for k, v in row.items()})
-            else:
-                inserts.append({**new, **row})
-        # Core statements, executemany: the ORM's bulk paths cost more per row than the row.
-        # Rows of one statement must share their keys; group them by key set.
-        table = _PARTICIPANTS
-        for group in _by_keys(inserts):
-            session.execute(insert(table), group)
-        for group in _by_keys(updates):
-            columns = [k[2:] for k in group[0] if k != "b_id"]
-            stmt = (
-                update(table)
-                .where(table.c.id == bindparam("b_id"))
-                .values({c: bindparam(f"b_{c}") for c in columns})
-            )
-            session.execute(stmt, group)
-        return {pid: row["conference_id"] for pid, row in rows.items()}
-
-    def _conference(self, session: Session, change: Changed, at: datetime) -> None:
+    def _conference_row(self, change: Changed, at: datetime) -> tuple[Any, ...]:
+        """The row `repo.create_conference` makes (CONFERENCE_COLUMNS order)."""
         data = change.data
-        if change.kind == "conference.created":
-            repo.create_conference(
-                session,
-                conference_id=change.conference_id,
-                uri=data["uri"],
-                factory_uri=data.get("factory_uri") or "",
-                initiator=data.get("initiator"),
-                mrfp_node=data.get("mrfp_node"),
-                owner_node=self.owner_node,
-                at=data.get("created_at") or at,
-            )
-        elif change.kind == "conference.ended":
-            repo.end_conference(session, change.conference_id, at=data.get("ended_at") or at)
-        elif change.kind == "conference.locked":
-            repo.update_conference(session, change.conference_id, {"locked": bool(data["locked"])})
-
-    def _subscription(self, session: Session, change: Changed, at: datetime) -> None:
-        data = change.data
-        sid = data["id"]
-        dialog = data.get("dialog") or {}
-        state = "terminated" if data.get("terminated") else "active"
-        existing = session.get(Subscription, sid)
-        if existing is None:
-            repo.add_subscription(
-                session,
-                change.conference_id,
-                subscription_id=sid,
-                subscriber_uri=data.get("subscriber") or "",
-                call_id=dialog.get("call_id"),
-                local_tag=dialog.get("local_tag"),
-                remote_tag=dialog.get("remote_tag"),
-                state=state,
-                version=int(data.get("version") or 0),
-                dialog_state=dialog,
-                at=at,
-            )
-        else:
-            repo.update_subscription(
-                session,
-                sid,
-                {"state": state, "version": int(data.get("version") or 0), "dialog_state": dialog},
-            )
+        return (
+            change.conference_id,
+            data["uri"],
+            data.get("factory_uri") or "",
+            data.get("initiator"),
+            None,  # subject
+            "active",
+            False,  # locked
+            data.get("mrfp_node"),
+            self.owner_node,
+            data.get("created_at") or at,
+            None,  # ended_at
+        )
 
 
-def _merge_participant(rows: dict[str, dict[str, Any]], change: Changed, at: datetime) -> None:
+def _merge_participant(rows: dict[str, _ParticipantRow], change: Changed, at: datetime) -> None:
     """Fold one participant change into the row the batch will write for it.
 
     The values are what the original per-change writes left behind: a new row starts as
@@ -202,44 +158,94 @@ def _merge_participant(rows: dict[str, dict[str, Any]], change: Changed, at: dat
     assert pid is not None
     row = rows.get(pid)
     if row is None:
-        row = rows[pid] = {
-            "id": pid,
-            "conference_id": change.conference_id,
-            # Used only when the row is new (the first change of it decides, as before).
-            "_new": {
-                "uri": data.get("uri") or "",
-                "display_name": data.get("display_name"),
-                "joining_method": data.get("joining_method"),
-                "status": EndpointStatus.PENDING.value,
-                "muted": False,
-                "created_at": at,
-            },
-        }
-    elif row["conference_id"] != change.conference_id:
+        # Used as a whole only when the row is new (the first change of it decides).
+        values: list[Any] = [
+            pid,
+            change.conference_id,
+            data.get("uri") or "",
+            None,  # mrfp_member_id
+            at,  # created_at
+            None,  # dialog_state
+            data.get("display_name"),
+            None,  # call_id
+            None,  # local_tag
+            None,  # remote_tag
+            None,  # mrfp_call_id
+            _PENDING,  # status
+            data.get("joining_method"),
+            None,  # disconnection_method
+            False,  # muted
+            None,  # joined_at
+            None,  # left_at
+        ]
+        row = rows[pid] = _ParticipantRow(values, change.conference_id)
+    elif row.conference_id != change.conference_id:
         # The same id in another conference: not a row this writer can merge.
         raise ValueError(f"participant {pid} changes conference")
-    for key in _PARTICIPANT_FIELDS:
-        if key in data:
-            row[key] = data[key]
-    if data.get("member_id") is not None:
-        row["mrfp_member_id"] = str(data["member_id"])
-    row["dialog_state"] = {"ue": data.get("dialog"), "mrfp": data.get("mrfp_dialog")}
+    values = row.values
+    if data.keys() >= _FIELD_KEYS:
+        # The focus's snapshots have every field: one slice copies them all.
+        values[PARTICIPANT_FIELDS_START:] = _get_fields(data)
+        row.updated |= _ALL_FIELDS
+    else:
+        updated = set(row.updated)
+        for index, key in enumerate(_PARTICIPANT_FIELDS, PARTICIPANT_FIELDS_START):
+            if key in data:
+                values[index] = data[key]
+                updated.add(index)
+        row.updated = frozenset(updated)
+    member_id = data.get("member_id")
+    if member_id is not None:
+        values[_MEMBER_ID] = str(member_id)
+        row.updated |= {_MEMBER_ID}
+    values[_DIALOG_STATE] = {"ue": data.get("dialog"), "mrfp": data.get("mrfp_dialog")}
 
 
-def _by_keys(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    groups: dict[frozenset[str], list[dict[str, Any]]] = {}
+def _by_updated(
+    rows: Iterable[_ParticipantRow],
+) -> list[tuple[tuple[str, ...], list[list[Any]]]]:
+    """Rows grouped by the columns they update (one statement per group)."""
+    groups: dict[frozenset[int], list[list[Any]]] = {}
     for row in rows:
-        groups.setdefault(frozenset(row), []).append(row)
-    return list(groups.values())
+        groups.setdefault(frozenset(row.updated), []).append(row.values)
+    return [
+        (tuple(PARTICIPANT_COLUMNS[i] for i in sorted(key)), values)
+        for key, values in groups.items()
+    ]
 
 
-def _detail(data: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if key in ("dialog", "mrfp_dialog"):
-            continue
-        out[key] = value.isoformat() if isinstance(value, datetime) else value
-    return out
+_SUBSCRIPTION_STATE = SUBSCRIPTION_COLUMNS.index("state")
+_SUBSCRIPTION_VERSION = SUBSCRIPTION_COLUMNS.index("version")
+_SUBSCRIPTION_DIALOG = SUBSCRIPTION_COLUMNS.index("dialog_state")
+
+
+def _merge_subscription(rows: dict[str, list[Any]], change: Changed, at: datetime) -> None:
+    """Fold one subscription change into its row: inserted as `repo.add_subscription` makes
+    it from the first change, or an existing row's state, version and dialog from the last."""
+    data = change.data
+    sid = data["id"]
+    dialog = data.get("dialog") or {}
+    state = SubscriptionState.TERMINATED if data.get("terminated") else SubscriptionState.ACTIVE
+    version = int(data.get("version") or 0)
+    row = rows.get(sid)
+    if row is None:
+        rows[sid] = [
+            sid,
+            change.conference_id,
+            data.get("subscriber") or "",
+            dialog.get("call_id"),
+            dialog.get("local_tag"),
+            dialog.get("remote_tag"),
+            None,  # expires_at
+            version,
+            state.value,
+            dialog,
+            at,  # created_at
+        ]
+    else:
+        row[_SUBSCRIPTION_STATE] = state.value
+        row[_SUBSCRIPTION_VERSION] = version
+        row[_SUBSCRIPTION_DIALOG] = dialog
 
 
 class WriteBehind:
