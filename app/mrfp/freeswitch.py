@@ -20,7 +20,7 @@ verbose-events):
   gevent queue to another greenlet that dispatches it. Here the socket is read in large
   chunks, split into frames by `EslFrameReader`, and the plain events of one chunk go to a
   single callback as raw bodies; the node extracts only the headers its mapper reads
-  (`PlainHeaderScanner`) and posts the whole chunk's events to asyncio at once (one
+  (`plain_line_value`, `MAPPED_HEADERS`) and posts the whole chunk's events to asyncio at once (one
   `call_soon_threadsafe`, one loop wake-up).
 - a connection closed before `auth/request` left `connect()` waiting forever, and one closed
   in the middle of a body made greenswitch's `_read_socket` spin forever: here the end of the
@@ -44,8 +44,8 @@ from greenswitch import esl as gs_esl
 
 from app.focus.media import MemberInfo, NodeConnectionChanged
 from app.mrfp.esl.conference import (
-    MAINTENANCE_HEADERS,
     MAINTENANCE_SUBCLASS,
+    MAPPED_HEADERS,
     SUBSCRIBE_PLAIN,
     MaintenanceMapper,
     check_api_reply,
@@ -54,7 +54,7 @@ from app.mrfp.esl.conference import (
     members_from_json_list,
     parse_json_list,
 )
-from app.mrfp.esl.events import PlainHeaderScanner
+from app.mrfp.esl.events import plain_line_value
 from app.mrfp.esl.frames import (
     API_RESPONSE,
     AUTH_REQUEST,
@@ -231,7 +231,6 @@ class FreeSwitchNode:
         self.backoff_max = backoff_max
         self.backoff_jitter = backoff_jitter
         self._mapper = MaintenanceMapper(name)
-        self._scanner = PlainHeaderScanner(MAINTENANCE_HEADERS)
         self._sink: EventSink | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = False
@@ -517,18 +516,26 @@ class FreeSwitchNode:
         return None
 
     def _hub_on_plain_events(self, bodies: list[bytes]) -> None:
-        """In the hub: the events of one received chunk, reduced to the headers the mapper
-        reads, go to the loop in one post (greenswitch dispatched CUSTOM events by subclass;
-        only `conference::maintenance` is subscribed to and handled)."""
-        scan = self._scanner.scan
+        """In the hub: the events of one received chunk go to the loop in one post, each
+        reduced to the headers the mapper reads for its action (`MAPPED_HEADERS`), found
+        line by line without parsing the ~100 others. An action the mapper ignores
+        (`floor-change`, one per join and leave) is dropped here. greenswitch dispatched
+        CUSTOM events by subclass; only `conference::maintenance` is handled."""
         batch: list[dict[str, str]] = []
         for body in bodies:
-            headers = scan(body)
-            if (
-                headers.get("Event-Subclass") == MAINTENANCE_SUBCLASS
-                and headers.get("Event-Name") == "CUSTOM"
-            ):
-                batch.append(headers)
+            action = plain_line_value(body, "Action")
+            names = MAPPED_HEADERS.get(action or "")
+            if action is None or names is None:
+                continue
+            subclass = plain_line_value(body, "Event-Subclass")
+            if subclass != MAINTENANCE_SUBCLASS or plain_line_value(body, "Event-Name") != "CUSTOM":
+                continue
+            headers = {"Event-Subclass": MAINTENANCE_SUBCLASS, "Action": action}
+            for name in names:
+                value = plain_line_value(body, name)
+                if value is not None:
+                    headers[name] = value
+            batch.append(headers)
         if batch:
             self._post(self._on_esl_events, batch)
 

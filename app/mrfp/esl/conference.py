@@ -213,20 +213,31 @@ def parse_list(body: str) -> list[ConferenceInfo]:
 # conference::maintenance events
 
 
-# Every header `MaintenanceMapper.map` reads (a test holds it to that), plus Event-Name for
-# dispatching: what the FreeSWITCH adapter's reader extracts from each event and nothing else.
-MAINTENANCE_HEADERS: tuple[str, ...] = (
-    "Event-Name",
-    "Event-Subclass",
-    "Action",
-    "Conference-Name",
-    "Member-ID",
-    "Unique-ID",
-    "Caller-Caller-ID-Number",
-    "variable_sip_call_id",
-    "variable_sip_h_X-Participant",
-    f"variable_{PARTICIPANT_VARIABLE}",
-)
+# The headers `MaintenanceMapper.map` reads for each action it handles, besides
+# Event-Subclass and Action (a test holds it to that). For every other action
+# (`floor-change`, `deaf-member`, `energy-level`...) it returns nothing and changes nothing,
+# so a reader may drop those events unread, and read only these headers of the others.
+_MEMBER = ("Conference-Name", "Member-ID")
+MAPPED_HEADERS: dict[str, tuple[str, ...]] = {
+    "conference-create": ("Conference-Name",),
+    "conference-destroy": ("Conference-Name",),
+    "lock": ("Conference-Name",),
+    "unlock": ("Conference-Name",),
+    "add-member": (
+        *_MEMBER,
+        "variable_sip_call_id",
+        "variable_sip_h_X-Participant",
+        f"variable_{PARTICIPANT_VARIABLE}",
+        "Unique-ID",
+        "Caller-Caller-ID-Number",
+    ),
+    "kick-member": _MEMBER,
+    "del-member": (*_MEMBER, "variable_sip_call_id"),
+    "mute-member": _MEMBER,
+    "unmute-member": _MEMBER,
+    "start-talking": _MEMBER,
+    "stop-talking": _MEMBER,
+}
 
 
 def _flag(value: str | None) -> bool:
@@ -271,7 +282,6 @@ class MaintenanceMapper:
         if not action or not conf:
             return []
         node = self.node
-        member = headers.get("Member-ID")
         if action == "conference-create":
             self._members.setdefault(conf, {})
             self._gone_conferences.discard(conf)
@@ -286,6 +296,7 @@ class MaintenanceMapper:
             return [ConferenceLockChanged(node, conf, True)]
         if action == "unlock":
             return [ConferenceLockChanged(node, conf, False)]
+        member = headers.get("Member-ID")
         if member is None:
             return []
         if action == "add-member":

@@ -13,7 +13,6 @@ The outer frame is `Content-Length` then `Content-Type: text/event-<format>` (`f
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -163,66 +162,55 @@ def parse_event_plain_body(body: bytes) -> EslEvent:
     return EslEvent(tuple(headers), event_body)
 
 
+# Raw value -> decoded, bounded: most values read on the hot path (Event-Subclass, Action, the
+# conference's name...) repeat from one event to the next, and urllib's unquote runs in Python.
+_PLAIN_VALUES: dict[bytes, str] = {}
+_PLAIN_VALUES_MAX = 4096
+
+
 def _plain_value(raw: bytes) -> str:
-    return (unquote_to_bytes(raw) if b"%" in raw else raw).decode("utf-8", "surrogateescape")
+    value = _PLAIN_VALUES.get(raw)
+    if value is None:
+        value = (unquote_to_bytes(raw) if b"%" in raw else raw).decode("utf-8", "surrogateescape")
+        if len(_PLAIN_VALUES) >= _PLAIN_VALUES_MAX:
+            _PLAIN_VALUES.clear()
+        _PLAIN_VALUES[raw] = value
+    return value
 
 
-def _alternation(names: Iterable[bytes]) -> bytes:
-    """A regex alternation of literal names, grouped by first byte (`E(?:vent-Name|...)`), so
-    that at a line starting with none of those bytes the engine gives up at the first one."""
-    by_first: dict[bytes, list[bytes]] = {}
-    for name in names:
-        by_first.setdefault(name[:1], []).append(name[1:])
-    parts = [
-        re.escape(first) + b"(?:" + b"|".join(re.escape(rest) for rest in rests) + b")"
-        for first, rests in by_first.items()
-    ]
-    return b"|".join(parts)
+# Header name -> (b"Name: ", b"\nName: "), for `plain_line_value`; bounded.
+_LINE_KEYS: dict[str, tuple[bytes, bytes]] = {}
+_LINE_KEYS_MAX = 1024
 
 
-class PlainHeaderScanner:
-    """The first value of each of a few named headers of `text/event-plain` bodies, found
-    without splitting and decoding the rest.
+def plain_line_value(body: bytes, name: str) -> str | None:
+    """The value (URL-decoded) of the first line of a plain body that starts with `name: `.
 
-    For a consumer that reads a handful of the ~100 headers FreeSWITCH puts in every event
-    (and ~170 with verbose-events): one regex pass at C speed finds the lines starting with a
-    wanted name (values are URL-encoded, so a raw newline only ever ends a line), and only
-    those values are decoded. `scan(body)` gives what `parse_event_plain_body(body).get(name)`
-    gives for every wanted name present; it does not check the lines it skips, which
-    `parse_event_plain_body` would reject if malformed.
+    One `find` at C speed; no other line is split or decoded, so a reader that needs a few of
+    the ~100 headers FreeSWITCH writes (~170 with verbose-events) pays for those only.
+    FreeSWITCH URL-encodes every value (a line is always one whole header), so this is the
+    value `parse_event_plain_body(body).get(name)` gives, except in two cases it never
+    produces for `conference::maintenance` events: the headers lack `name` and the event's own
+    body (after `Content-Length`) has a line starting with it; or the headers hold an empty
+    line before it. Not for `Content-Length`, which belongs to the event's body.
     """
-
-    __slots__ = ("_first", "_rest", "_str", "names")
-
-    def __init__(self, names: Iterable[str]) -> None:
-        self.names = tuple(dict.fromkeys(names))
-        if not self.names or any(not n or ":" in n or "\n" in n for n in self.names):
-            raise ValueError("header names must be non-empty, without ':' or newlines")
-        if "Content-Length" in self.names:
-            # The last `Content-Length` of a plain event belongs to its body, not to the event.
-            raise ValueError("Content-Length is not an event header here")
-        raw = [n.encode("utf-8", "surrogateescape") for n in self.names]
-        self._str = dict(zip(raw, self.names, strict=True))
-        alt = _alternation(raw)
-        # The first line has no newline before it; every other wanted line does. The empty
-        # alternative is the blank line that ends the headers (an event body may follow).
-        self._first = re.compile(b"(" + alt + b"): ([^\n]*)")
-        self._rest = re.compile(b"\n(?:(" + alt + b"): ([^\n]*)|\n)")
-
-    def scan(self, body: bytes) -> dict[str, str]:
-        """Wanted name -> first value (URL-decoded), for the wanted names `body` has."""
-        out: dict[str, str] = {}
-        names = self._str
-        first = self._first.match(body)
-        if first is not None:
-            out[names[first[1]]] = _plain_value(first[2])
-        for raw_name, raw_value in self._rest.findall(body):
-            if not raw_name:
-                break  # end of the headers
-            name = names[raw_name]
-            if name not in out:
-                out[name] = _plain_value(raw_value)
-        return out
+    keys = _LINE_KEYS.get(name)
+    if keys is None:
+        raw = name.encode("utf-8", "surrogateescape") + b": "
+        keys = (raw, b"\n" + raw)
+        if len(_LINE_KEYS) >= _LINE_KEYS_MAX:
+            _LINE_KEYS.clear()
+        _LINE_KEYS[name] = keys
+    first, line = keys
+    if body.startswith(first):
+        start = len(first)
+    else:
+        at = body.find(line)
+        if at < 0:
+            return None
+        start = at + len(line)
+    stop = body.find(b"\n", start)
+    return _plain_value(body[start:] if stop < 0 else body[start:stop])
 
 
 def serialize_event_plain(headers: Iterable[tuple[str, str]], body: str | None = None) -> bytes:
