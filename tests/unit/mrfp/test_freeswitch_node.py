@@ -299,3 +299,42 @@ async def test_commands_before_start_raise_unavailable() -> None:
     n = FreeSwitchNode("fs9", "127.0.0.1", 1, "x")
     with pytest.raises(MrfpUnavailable):
         await n.kick("room1", "1")
+
+
+async def test_events_in_one_write_and_cut_across_writes(
+    server: EslReplayServer, node: tuple[FreeSwitchNode, Sink]
+) -> None:
+    _, sink = node
+    names = ("01-conference-create-room1", "02-add-member-room1", "04-floor-change-room1")
+    together = b"".join(recorded_event(f"events-plain/{n}.txt") for n in names)
+    await server.push_event(together)  # several events in one read
+    removal = recorded_event("events-plain/19-del-member-room1.txt")
+    for i in range(0, len(removal), 97):  # one event over many reads
+        await server.push_event(removal[i : i + 97])
+    await sink.wait_for(lambda ev: any(isinstance(e, MemberRemoved) for e in ev))
+    got = [e for e in sink.events if not isinstance(e, NodeConnectionChanged)]
+    assert got == [
+        ConferenceCreated("fs1", "room1"),
+        MemberAdded(
+            "fs1",
+            "room1",
+            "1",
+            None,
+            channel_uuid="665ad1a9-546f-46fe-aa9a-0da28112bc82",
+            caller_id_number="uac-a",
+        ),
+        MemberRemoved("fs1", "room1", "1", None, MemberRemovalCause.HANGUP),
+    ]
+
+
+async def test_connection_closed_inside_a_frame_is_a_disconnect(
+    server: EslReplayServer, node: tuple[FreeSwitchNode, Sink]
+) -> None:
+    n, sink = node
+    frame = recorded_event("events-plain/02-add-member-room1.txt")
+    await server.push_event(frame[: len(frame) // 2])
+    await server.drop_all()
+    await sink.wait_for(lambda ev: NodeConnectionChanged("fs1", False) in ev)
+    await sink.wait_for(lambda ev: ev.count(NodeConnectionChanged("fs1", True)) == 2)
+    assert not sink.of(MemberAdded)
+    await n.mute("room1", "1")  # commands work on the new connection
