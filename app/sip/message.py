@@ -75,10 +75,27 @@ def _parse_name_addr(text: str) -> NameAddr:
     found = _ADDR_MEMO.get(text)
     if found is None:
         found = NameAddr.parse(text)
+        str(found)  # written once here, so every copy hands out its text without writing it
         if len(_ADDR_MEMO) >= _MEMO_MAX:
             _ADDR_MEMO.clear()  # crude but bounded: a busy focus refills it at once
         _ADDR_MEMO[text] = found
     return found.copy()
+
+
+# Request-URIs by their text: in-dialog requests target the same few URIs (a conference's
+# URI, the focus's Contact, a media processor's). Handed out as copies, as addresses are.
+_URI_MEMO: dict[str, Uri] = {}
+
+
+def _parse_request_uri(text: str) -> Uri:
+    found = _URI_MEMO.get(text)
+    if found is None:
+        found = parse_uri(text)
+        str(found)  # written once here, so every copy hands out its text without writing it
+        if len(_URI_MEMO) >= _MEMO_MAX:
+            _URI_MEMO.clear()
+        _URI_MEMO[text] = found
+    return found.copy() if isinstance(found, SipUri) else AbsoluteUri(found.text)
 
 
 # CSeq is frozen, so one parsed value can be shared ("1 INVITE", "2 PRACK" ... recur).
@@ -143,17 +160,7 @@ class Message:
         lines = self.get_lines(name)
         if name not in MULTI_VALUE:
             return [v.strip() for v in lines]
-        out: list[str] = []
-        for line in lines:
-            if not line or line.isspace():
-                # An empty list is legal for some (Supported, Allow, Accept: RFC 3261 §20);
-                # where a value is required (Via), validation finds it missing.
-                continue
-            for part in split_commas(line):
-                if not part:
-                    raise ParseError(f"Empty value in {name} header")
-                out.append(part)
-        return out
+        return _split_lines(name, lines)
 
     def has(self, name: str) -> bool:
         return self.get(name) is not None
@@ -229,14 +236,6 @@ class Message:
 
     # -- typed access (parsed once, cached) -------------------------------------------------
 
-    def _cached(self, key: str, build: Any) -> Any:
-        try:
-            return self._cache[key]
-        except KeyError:
-            value = build()
-            self._cache[key] = value
-            return value
-
     def _single(self, name: str) -> str:
         lines = self.get_lines(name)
         if not lines:
@@ -246,19 +245,26 @@ class Message:
         return lines[0].strip()
 
     def _name_addr(self, name: str) -> NameAddr:
-        return self._cached(name, lambda: _parse_name_addr(self._single(name)))  # type: ignore[no-any-return]
+        found = self._cache.get(name)
+        if found is None:
+            found = self._cache[name] = _parse_name_addr(self._single(name))
+        return found
 
     def _name_addrs(self, name: str) -> list[NameAddr]:
-        return self._cached(  # type: ignore[no-any-return]
-            name, lambda: [_parse_name_addr(v) for v in self.values(name)]
-        )
+        found = self._cache.get(name)
+        if found is None:
+            found = self._cache[name] = [_parse_name_addr(v) for v in self.values(name)]
+        return found
 
     def _optional_name_addr(self, name: str) -> NameAddr | None:
         return self._name_addr(name) if self.has(name) else None
 
     @property
     def vias(self) -> list[Via]:
-        return self._cached("Via", lambda: [Via.parse(v) for v in self.values("Via")])  # type: ignore[no-any-return]
+        found = self._cache.get("Via")
+        if found is None:
+            found = self._cache["Via"] = [Via.parse(v) for v in self.values("Via")]
+        return found
 
     @property
     def top_via(self) -> Via:
@@ -269,25 +275,34 @@ class Message:
 
     @property
     def from_(self) -> NameAddr:
-        return self._name_addr("From")
+        found = self._cache.get("From")
+        return self._name_addr("From") if found is None else found
 
     @property
     def to(self) -> NameAddr:
-        return self._name_addr("To")
+        found = self._cache.get("To")
+        return self._name_addr("To") if found is None else found
 
     @property
     def call_id(self) -> str:
-        return self._cached("Call-ID", lambda: self._single("Call-ID"))  # type: ignore[no-any-return]
+        found = self._cache.get("Call-ID")
+        if found is None:
+            found = self._cache["Call-ID"] = self._single("Call-ID")
+        return found
 
     @property
     def cseq(self) -> CSeq:
-        return self._cached("CSeq", lambda: _parse_cseq(self._single("CSeq")))  # type: ignore[no-any-return]
+        found = self._cache.get("CSeq")
+        if found is None:
+            found = self._cache["CSeq"] = _parse_cseq(self._single("CSeq"))
+        return found
 
     @property
     def contacts(self) -> list[NameAddr]:
-        if any(v.strip() == "*" for v in self.get_lines("Contact")):
-            return []  # RFC 3261 §10.2.2 wildcard, REGISTER only
-        return self._name_addrs("Contact")
+        found = self._cache.get("Contact")
+        if found is None:
+            found = self._cache["Contact"] = _contacts(self.get_lines("Contact"))
+        return found
 
     @property
     def contact(self) -> NameAddr | None:
@@ -491,7 +506,10 @@ class Request(Message):
 
     @property
     def uri(self) -> Uri:
-        return self._cached("@uri", lambda: parse_uri(self.uri_text))  # type: ignore[no-any-return]
+        found = self._cache.get("@uri")
+        if found is None:
+            found = self._cache["@uri"] = _parse_request_uri(self.uri_text)
+        return found
 
     @uri.setter
     def uri(self, value: Uri) -> None:
@@ -594,7 +612,12 @@ def _parse_head(head: bytes, max_headers: int) -> tuple[Request | Response, list
         raw_name, _, value = line.partition(": ")
         name = known(raw_name)
         if name is None:
-            exact = _add_unusual_line(headers, line, lengths) and exact
+            if raw_name == "Content-Length":  # one per message, kept out of the name cache
+                value = value.strip()
+                lengths.append(value)
+                append(("Content-Length", value))
+            else:
+                exact = _add_unusual_line(headers, line, lengths) and exact
         else:
             append((name, value.strip()))
     if exact and len(lengths) == 1:
@@ -777,44 +800,108 @@ class StreamFramer:
 # -- validation -----------------------------------------------------------------------------
 
 _UNIQUE_HEADERS = frozenset(("Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Type"))
+# The headers validation parses (or checks for duplicates): gathered in one walk of the list.
+_VALIDATED = _UNIQUE_HEADERS | {"Via", "Contact", "Route", "Record-Route"}
+
+
+def _split_lines(name: str, lines: list[str]) -> list[str]:
+    """The values of a list header's lines (RFC 3261 §7.3.1)."""
+    out: list[str] = []
+    for line in lines:
+        if not line or line.isspace():
+            # An empty list is legal for some (Supported, Allow, Accept: RFC 3261 §20);
+            # where a value is required (Via), validation finds it missing.
+            continue
+        if "," not in line:
+            out.append(line.strip())  # the usual single value: no need to look for quotes
+            continue
+        for part in split_commas(line):
+            if not part:
+                raise ParseError(f"Empty value in {name} header")
+            out.append(part)
+    return out
+
+
+def _contacts(lines: list[str]) -> list[NameAddr]:
+    if any(v.strip() == "*" for v in lines):
+        return []  # RFC 3261 §10.2.2 wildcard, REGISTER only
+    return [_parse_name_addr(v) for v in _split_lines("Contact", lines)]
+
+
+def _only(name: str, found: dict[str, list[str]]) -> str:
+    lines = found.get(name)
+    if lines is None:
+        raise ParseError(f"Missing {name} header")
+    return lines[0].strip()  # more than one was refused while gathering
+
+
+def _validate(msg: Message) -> dict[str, list[str]]:
+    """validate_message; returns the lines of the `_VALIDATED` headers, by name.
+
+    One walk of the header list gathers every line validation needs (instead of one walk
+    per accessor), and each parsed value goes into the message's cache under the key its
+    accessor uses, so callers find them parsed. Values already cached (an accessor ran
+    before) are kept: a caller may have edited them.
+    """
+    found: dict[str, list[str]] = {}
+    validated = _VALIDATED
+    get = found.get
+    for name, value in msg.headers:
+        if name in validated:
+            lines = get(name)
+            if lines is None:
+                found[name] = [value]
+            elif name in _UNIQUE_HEADERS:
+                raise ParseError(f"Multiple {name} headers")  # RFC 4475 §3.3.8 multi01
+            else:
+                lines.append(value)
+    cache = msg._cache
+    if "Via" not in cache:
+        lines = found.get("Via")
+        cache["Via"] = [Via.parse(v) for v in _split_lines("Via", lines)] if lines else []
+    if not cache["Via"]:
+        raise ParseError("Missing Via header")
+    if "From" not in cache:
+        cache["From"] = _parse_name_addr(_only("From", found))
+    if "To" not in cache:
+        cache["To"] = _parse_name_addr(_only("To", found))
+    if "Call-ID" not in cache:
+        cache["Call-ID"] = _only("Call-ID", found)
+    if not cache["Call-ID"]:
+        raise ParseError("Empty Call-ID")
+    if "CSeq" not in cache:
+        cache["CSeq"] = _parse_cseq(_only("CSeq", found))
+    lines = found.get("Max-Forwards")
+    if lines is not None and not lines[0].strip().isdigit():
+        raise ParseError("Bad Max-Forwards")
+    lines = found.get("Contact")
+    if lines is not None and "Contact" not in cache:
+        cache["Contact"] = _contacts(lines)
+    return found
 
 
 def validate_message(msg: Message) -> None:
     """Parse what every transaction relies on; ParseError (400 with a reason) otherwise."""
-    seen: set[str] = set()
-    for name, _ in msg.headers:
-        if name in _UNIQUE_HEADERS:
-            if name in seen:
-                raise ParseError(f"Multiple {name} headers")  # RFC 4475 §3.3.8 multi01
-            seen.add(name)
-    if not msg.vias:
-        raise ParseError("Missing Via header")
-    msg.from_  # noqa: B018  (parses and caches)
-    msg.to  # noqa: B018
-    if not msg.call_id:
-        raise ParseError("Empty Call-ID")
-    msg.cseq  # noqa: B018
-    msg.max_forwards  # noqa: B018
-    if msg.has("Contact"):
-        msg.contacts  # noqa: B018
+    _validate(msg)
 
 
 def validate_request(req: Request) -> None:
-    validate_message(req)
+    found = _validate(req)
     uri = req.uri
     if isinstance(uri, SipUri) and uri.headers is not None:
         # RFC 3261 §19.1.1: headers are not allowed in a Request-URI (RFC 4475 §3.1.2.11).
         raise ParseError("Request-URI has headers")
     if req.cseq.method != req.method:
         raise ParseError("CSeq method does not match the request method")  # RFC 4475 §3.1.2.17
-    if req.has("Record-Route"):
-        req.record_routes  # noqa: B018
-    if req.has("Route"):
-        req.routes  # noqa: B018
+    cache = req._cache
+    for name in ("Record-Route", "Route"):
+        lines = found.get(name)
+        if lines is not None and name not in cache:
+            cache[name] = [_parse_name_addr(v) for v in _split_lines(name, lines)]
 
 
 def validate_response(resp: Response) -> None:
-    validate_message(resp)
+    _validate(resp)
 
 
 # -- building -------------------------------------------------------------------------------

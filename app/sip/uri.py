@@ -9,7 +9,7 @@ RFC 4475 §3.3.2-3.3.4 want them accepted by the parser and rejected by the appl
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import unquote
 
 from app.sip.errors import ParseError
@@ -42,6 +42,16 @@ def _parse_params(text: str, what: str) -> dict[str, str | None]:
     if not text:
         return params
     names = _PARAM_NAMES
+    if " " not in text and "\t" not in text and '"' not in text:
+        # The usual shape (`;branch=z9hG4bK..;rport`, `;tag=..`, `;lr`): no blank and no
+        # quote anywhere, so no value can hold a forbidden blank and ';' splits plainly.
+        for item in text.split(";"):
+            raw_name, eq, value = item.partition("=")
+            name = names.get(raw_name)
+            if name is None:
+                name = _check_param_name(raw_name, item, what)
+            params[name] = value if eq else None
+        return params
     for item in text.split(";") if '"' not in text else _split_outside_quotes(text, ";"):
         raw_name, eq, value = item.partition("=")
         name = names.get(raw_name)
@@ -94,11 +104,28 @@ def _split_outside_quotes(text: str, sep: str) -> list[str]:
 
 
 def format_params(params: dict[str, str | None]) -> str:
-    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+    if not params:
+        return ""
+    return "".join([f";{k}" if v is None else f";{k}={v}" for k, v in params.items()])
 
 
 def split_hostport(text: str) -> tuple[str, int | None]:
     """`host`, `host:port`, `[v6]`, `[v6]:port` (RFC 5118 §4.4: the port is outside [])."""
+    found = _HOSTPORTS.get(text)
+    if found is None:
+        found = _split_hostport(text)
+        if len(_HOSTPORTS) >= 1024:
+            _HOSTPORTS.clear()  # bounded; a busy focus refills it at once
+        _HOSTPORTS[text] = found
+    return found
+
+
+# Valid host[:port] texts already split: a focus sees the same few peers (its CSCFs, its
+# media processors, its own address) in nearly every Via and URI. Errors are not kept.
+_HOSTPORTS: dict[str, tuple[str, int | None]] = {}
+
+
+def _split_hostport(text: str) -> tuple[str, int | None]:
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
@@ -128,17 +155,54 @@ def _parse_port(text: str) -> int:
     return port
 
 
-@dataclass(slots=True)
-class SipUri:
-    """sip: or sips: URI. `user` stays escaped as received; `params` names are lower-case."""
+# Copy-on-write states of a parameter dict (or of a NameAddr's URI object): copies share what
+# none of them has handed out, so a copy costs one small object instead of a dict and a URI
+# per level. Reading the public `params` (or `uri`) hands the object out: it is unshared first
+# and never shared again, since the caller may change it at any time.
+_PRIVATE = 0  # owned by this object alone, never handed out
+_SHARED = 1  # shared with copies: read-only for all of them
+_EXPOSED = 2  # handed out (or given to the constructor): owned alone, may change any time
 
-    host: str
-    user: str | None = None
-    password: str | None = None
-    port: int | None = None
-    scheme: str = "sip"
-    params: dict[str, str | None] = field(default_factory=dict)
-    headers: str | None = None  # the raw `?...` part, escaped, never turned into real headers
+_new = object.__new__
+
+
+class SipUri:
+    """sip: or sips: URI. `user` stays escaped as received; `params` names are lower-case.
+
+    Behaves as a mutable dataclass (fields `host`, `user`, `password`, `port`, `scheme`,
+    `params`, `headers`; equality by value) but keeps its scalar fields in one tuple, shares
+    its parameters with copies until one of them hands its dict out (see `_SHARED`), and
+    remembers its text form until it changes: dialogs copy and write the same few URIs
+    over and over.
+    """
+
+    __slots__ = ("_params", "_pstate", "_s", "_text")
+    __match_args__ = ("host", "user", "password", "port", "scheme", "params", "headers")
+    __hash__ = None  # type: ignore[assignment]  # mutable, as a dataclass with eq is
+
+    _s: tuple[str, str | None, str | None, int | None, str, str | None]
+    _params: dict[str, str | None]
+    _pstate: int
+    _text: str | None  # the text form, while the fields and a not-handed-out dict say it
+
+    def __init__(
+        self,
+        host: str,
+        user: str | None = None,
+        password: str | None = None,
+        port: int | None = None,
+        scheme: str = "sip",
+        params: dict[str, str | None] | None = None,
+        headers: str | None = None,
+    ) -> None:
+        self._s = (host, user, password, port, scheme, headers)
+        if params is None:
+            self._params = {}
+            self._pstate = _PRIVATE
+        else:
+            self._params = params  # the caller keeps it, as a dataclass field would be kept
+            self._pstate = _EXPOSED
+        self._text = None
 
     @classmethod
     def parse(cls, text: str) -> SipUri:
@@ -167,65 +231,178 @@ class SipUri:
             rest, headers = rest[:qmark], rest[qmark + 1 :]
         hostport, _, paramtext = rest.partition(";")
         host, port = split_hostport(hostport)
-        return cls(host, user, password, port, scheme_l, _parse_params(paramtext, "URI"), headers)
+        uri: SipUri = _new(cls)
+        uri._s = (host, user, password, port, scheme_l, headers)
+        uri._params = _parse_params(paramtext, "URI") if paramtext else {}
+        uri._pstate = _PRIVATE
+        uri._text = None
+        return uri
+
+    def _format(self) -> str:
+        host, user, password, port, scheme, headers = self._s
+        if user is None:
+            out = f"{scheme}:{host}"
+        elif password is None:
+            out = f"{scheme}:{user}@{host}"
+        else:
+            out = f"{scheme}:{user}:{password}@{host}"
+        if port is not None:
+            out = f"{out}:{port}"
+        if self._params:
+            out += format_params(self._params)
+        if headers is not None:
+            out = f"{out}?{headers}"
+        return out
 
     def __str__(self) -> str:
-        out = [self.scheme, ":"]
-        if self.user is not None:
-            out.append(self.user)
-            if self.password is not None:
-                out.append(":" + self.password)
-            out.append("@")
-        out.append(self.host)
-        if self.port is not None:
-            out.append(f":{self.port}")
-        out.append(format_params(self.params))
-        if self.headers is not None:
-            out.append("?" + self.headers)
-        return "".join(out)
+        text = self._text
+        if text is None:
+            text = self._format()
+            if self._pstate != _EXPOSED:
+                self._text = text
+        return text
+
+    def __repr__(self) -> str:
+        host, user, password, port, scheme, headers = self._s
+        return (
+            f"SipUri(host={host!r}, user={user!r}, password={password!r}, port={port!r}, "
+            f"scheme={scheme!r}, params={self._params!r}, headers={headers!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, SipUri)
+        return self._s == other._s and self._params == other._params
+
+    # -- fields ------------------------------------------------------------------------------
+
+    def _replace(self, index: int, value: str | int | None) -> None:
+        s = list(self._s)
+        s[index] = value
+        self._s = tuple(s)  # type: ignore[assignment]  # one field changed, same shape
+        self._text = None
+
+    @property
+    def host(self) -> str:
+        return self._s[0]
+
+    @host.setter
+    def host(self, value: str) -> None:
+        self._replace(0, value)
+
+    @property
+    def user(self) -> str | None:
+        return self._s[1]
+
+    @user.setter
+    def user(self, value: str | None) -> None:
+        self._replace(1, value)
+
+    @property
+    def password(self) -> str | None:
+        return self._s[2]
+
+    @password.setter
+    def password(self, value: str | None) -> None:
+        self._replace(2, value)
+
+    @property
+    def port(self) -> int | None:
+        return self._s[3]
+
+    @port.setter
+    def port(self, value: int | None) -> None:
+        self._replace(3, value)
+
+    @property
+    def scheme(self) -> str:
+        return self._s[4]
+
+    @scheme.setter
+    def scheme(self, value: str) -> None:
+        self._replace(4, value)
+
+    @property
+    def headers(self) -> str | None:
+        """The raw `?...` part, escaped, never turned into real headers."""
+        return self._s[5]
+
+    @headers.setter
+    def headers(self, value: str | None) -> None:
+        self._replace(5, value)
+
+    @property
+    def params(self) -> dict[str, str | None]:
+        # Handed out: the caller may change it whenever it likes (see _EXPOSED).
+        if self._pstate != _EXPOSED:
+            if self._pstate == _SHARED:
+                self._params = dict(self._params)
+            self._pstate = _EXPOSED
+            self._text = None
+        return self._params
+
+    @params.setter
+    def params(self, value: dict[str, str | None]) -> None:
+        self._params = value
+        self._pstate = _EXPOSED
+        self._text = None
+
+    # -- derived -----------------------------------------------------------------------------
 
     @property
     def user_unescaped(self) -> str | None:
-        return None if self.user is None else unquote(self.user)
+        user = self._s[1]
+        return None if user is None else unquote(user)
 
     @property
     def host_lower(self) -> str:
-        return self.host.lower()
+        return self._s[0].lower()
 
     @property
     def transport(self) -> str | None:
-        value = self.params.get("transport")
+        value = self._params.get("transport")
         return value.lower() if value else None
 
     @property
     def lr(self) -> bool:
-        return "lr" in self.params
+        return "lr" in self._params
 
     @property
     def aor(self) -> str:
         """Address of record: scheme:user@host, no port or parameters (RFC 3261 §10.3 step 5)."""
         user = self.user_unescaped
-        return f"{self.scheme}:{user}@{self.host.lower()}" if user else f"{self.scheme}:{self.host}"
+        host, scheme = self._s[0], self._s[4]
+        return f"{scheme}:{user}@{host.lower()}" if user else f"{scheme}:{host}"
 
     def copy(self) -> SipUri:
-        return SipUri(
-            self.host,
-            self.user,
-            self.password,
-            self.port,
-            self.scheme,
-            dict(self.params),
-            self.headers,
-        )
+        """An independent copy: changing either never shows in the other."""
+        new: SipUri = _new(SipUri)
+        new._s = self._s
+        if self._pstate == _EXPOSED:
+            new._params = dict(self._params)
+            new._pstate = _PRIVATE
+            new._text = None
+        else:
+            new._params = self._params
+            new._pstate = self._pstate = _SHARED
+            # Written once for every copy to come (a dialog copies its remote target for
+            # each request it sends, and writes each copy into a request line).
+            text = self._text
+            new._text = self._text = self._format() if text is None else text
+        return new
 
     def equivalent(self, other: SipUri) -> bool:
         """RFC 3261 §19.1.4 comparison (the parts a UA needs: user, host, port, key params)."""
-        if self.scheme != other.scheme or self.user_unescaped != other.user_unescaped:
+        a_host, _, _, a_port, a_scheme, _ = self._s
+        b_host, _, _, b_port, b_scheme, _ = other._s
+        if a_scheme != b_scheme or self.user_unescaped != other.user_unescaped:
             return False
-        if self.host.lower() != other.host.lower() or self.port != other.port:
+        if a_host.lower() != b_host.lower() or a_port != b_port:
             return False
+        mine, theirs = self._params, other._params
         for name in ("transport", "user", "ttl", "method", "maddr"):
-            a, b = self.params.get(name), other.params.get(name)
+            a, b = mine.get(name), theirs.get(name)
             if (a is None) != (b is None) or (a and b and a.lower() != b.lower()):
                 return False
         return True
@@ -259,18 +436,64 @@ def parse_uri(text: str) -> Uri:
     return AbsoluteUri(text)
 
 
-@dataclass(slots=True)
 class NameAddr:
     """name-addr / addr-spec with header parameters (From, To, Contact, Route, Refer-To ...).
 
     RFC 3261 §20.10: without <>, the parameters after the URI are header parameters, not URI
     parameters; `bracketed` remembers the form so it is written back the same way.
+
+    Behaves as a mutable dataclass (fields `uri`, `display_name`, `params`, `bracketed`);
+    copies share their URI object and parameters until one hands them out (see `_SHARED`),
+    and the text form is remembered together with the URI text it was built from.
     """
 
-    uri: Uri
-    display_name: str | None = None
-    params: dict[str, str | None] = field(default_factory=dict)
-    bracketed: bool = True
+    __slots__ = ("_bracketed", "_display", "_params", "_pstate", "_text", "_uri", "_ustate")
+    __match_args__ = ("uri", "display_name", "params", "bracketed")
+    __hash__ = None  # type: ignore[assignment]
+
+    _uri: Uri
+    _ustate: int
+    _display: str | None
+    _params: dict[str, str | None]
+    _pstate: int
+    _bracketed: bool
+    # (text of the URI, text of the whole value): valid while the URI still writes that
+    # same string object (a changed URI writes a new one) and nothing here changed.
+    _text: tuple[str, str] | None
+
+    def __init__(
+        self,
+        uri: Uri,
+        display_name: str | None = None,
+        params: dict[str, str | None] | None = None,
+        bracketed: bool = True,
+    ) -> None:
+        self._uri = uri
+        self._ustate = _EXPOSED  # the caller keeps it, as a dataclass field would be kept
+        self._display = display_name
+        if params is None:
+            self._params = {}
+            self._pstate = _PRIVATE
+        else:
+            self._params = params
+            self._pstate = _EXPOSED
+        self._bracketed = bracketed
+        self._text = None
+
+    @classmethod
+    def _make(
+        cls, uri: Uri, display: str | None, params: dict[str, str | None], bracketed: bool
+    ) -> NameAddr:
+        """A value whose parts nobody else holds (the parser's)."""
+        new: NameAddr = _new(cls)
+        new._uri = uri
+        new._ustate = _PRIVATE
+        new._display = display
+        new._params = params
+        new._pstate = _PRIVATE
+        new._bracketed = bracketed
+        new._text = None
+        return new
 
     @classmethod
     def parse(cls, text: str) -> NameAddr:
@@ -296,42 +519,142 @@ class NameAddr:
             if gt < 0:
                 raise ParseError("Unterminated <URI>")
             uri = parse_uri(text[lt + 1 : gt])
-            rest = text[gt + 1 :].strip()
-            if rest and not rest.startswith(";"):
+            rest = text[gt + 1 :]
+            if not rest:
+                return cls._make(uri, display, {}, True)
+            rest = rest.strip()
+            if rest and rest[0] != ";":
                 raise ParseError(f"Garbage after <URI>: {rest!r}")
-            return cls(uri, display, _parse_params(rest[1:], "header"), True)
+            return cls._make(uri, display, _parse_params(rest[1:], "header"), True)
         # addr-spec: the URI ends at the first ';' (RFC 3261 §20.10); '?' is not allowed here.
         uritext, _, paramtext = text.partition(";")
         uritext = uritext.strip()
         if "?" in uritext or " " in uritext:
             raise ParseError(f"addr-spec {uritext!r} needs <> around it")
-        return cls(parse_uri(uritext), None, _parse_params(paramtext, "header"), False)
+        return cls._make(parse_uri(uritext), None, _parse_params(paramtext, "header"), False)
 
     def __str__(self) -> str:
-        uri = str(self.uri)
-        if self.display_name is not None:
-            head = f'"{self.display_name}" <{uri}>'
-        elif self.bracketed or (
-            isinstance(self.uri, SipUri) and (self.uri.params or self.uri.headers)
+        uri = str(self._uri)
+        cached = self._text
+        if cached is not None and cached[0] is uri:
+            return cached[1]
+        if self._display is not None:
+            head = f'"{self._display}" <{uri}>'
+        elif self._bracketed or (
+            isinstance(self._uri, SipUri) and (self._uri._params or self._uri._s[5])
         ):
             head = f"<{uri}>"
         else:
             head = uri
-        return head + format_params(self.params)
+        text = head + format_params(self._params) if self._params else head
+        if self._pstate != _EXPOSED:
+            self._text = (uri, text)
+        return text
+
+    def __repr__(self) -> str:
+        return (
+            f"NameAddr(uri={self._uri!r}, display_name={self._display!r}, "
+            f"params={self._params!r}, bracketed={self._bracketed!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, NameAddr)
+        return (self._uri, self._display, self._params, self._bracketed) == (
+            other._uri,
+            other._display,
+            other._params,
+            other._bracketed,
+        )
+
+    # -- fields ------------------------------------------------------------------------------
+
+    @property
+    def uri(self) -> Uri:
+        # Handed out: the caller may change it, so it must be this value's own from now on.
+        if self._ustate != _EXPOSED:
+            if self._ustate == _SHARED:
+                self._uri = _copy_uri(self._uri)
+            self._ustate = _EXPOSED
+        return self._uri
+
+    @uri.setter
+    def uri(self, value: Uri) -> None:
+        self._uri = value
+        self._ustate = _EXPOSED
+
+    @property
+    def display_name(self) -> str | None:
+        return self._display
+
+    @display_name.setter
+    def display_name(self, value: str | None) -> None:
+        self._display = value
+        self._text = None
+
+    @property
+    def params(self) -> dict[str, str | None]:
+        if self._pstate != _EXPOSED:
+            if self._pstate == _SHARED:
+                self._params = dict(self._params)
+            self._pstate = _EXPOSED
+            self._text = None
+        return self._params
+
+    @params.setter
+    def params(self, value: dict[str, str | None]) -> None:
+        self._params = value
+        self._pstate = _EXPOSED
+        self._text = None
+
+    @property
+    def bracketed(self) -> bool:
+        return self._bracketed
+
+    @bracketed.setter
+    def bracketed(self, value: bool) -> None:
+        self._bracketed = value
+        self._text = None
+
+    # -- derived -----------------------------------------------------------------------------
 
     @property
     def tag(self) -> str | None:
-        return self.params.get("tag")
+        return self._params.get("tag")
 
     @property
     def sip_uri(self) -> SipUri:
-        if not isinstance(self.uri, SipUri):
-            raise ParseError(f"Not a SIP URI: {self.uri}")
-        return self.uri
+        uri = self.uri
+        if not isinstance(uri, SipUri):
+            raise ParseError(f"Not a SIP URI: {uri}")
+        return uri
 
     def copy(self) -> NameAddr:
-        uri = self.uri.copy() if isinstance(self.uri, SipUri) else AbsoluteUri(self.uri.text)
-        return NameAddr(uri, self.display_name, dict(self.params), self.bracketed)
+        """An independent copy: changing either never shows in the other."""
+        new: NameAddr = _new(NameAddr)
+        if self._ustate == _EXPOSED:
+            new._uri = _copy_uri(self._uri)
+            new._ustate = _PRIVATE
+        else:
+            new._uri = self._uri
+            new._ustate = self._ustate = _SHARED
+        new._display = self._display
+        if self._pstate == _EXPOSED:
+            new._params = dict(self._params)
+            new._pstate = _PRIVATE
+        else:
+            new._params = self._params
+            new._pstate = self._pstate = _SHARED
+        new._bracketed = self._bracketed
+        if self._text is None and self._pstate != _EXPOSED:
+            str(self)  # written once for every copy to come, as for SipUri.copy
+        new._text = self._text
+        return new
+
+
+def _copy_uri(uri: Uri) -> Uri:
+    return uri.copy() if isinstance(uri, SipUri) else AbsoluteUri(uri.text)
 
 
 def _closing_quote(text: str, start: int) -> int:

@@ -5,8 +5,10 @@ P-Asserted-Identity, Supported, Allow, Session-Expires, an SDP offer) and the 20
 answers with. Each round really parses the start line and every header boundary from fresh
 bytes and serializes the result; header values stay lazy, as on the real receive path. An
 unchanged parsed message writes its header lines as received (see app/sip/message.py), so
-the last line measures what the focus does for its own answers: build a 200 OK from the
-parsed INVITE with make_response and serialize it, every header written field by field.
+the make_response line measures what the focus does for its own answers: build a 200 OK from
+the parsed INVITE with make_response and serialize it, every header written field by field.
+The last lines measure the pieces the focus repeats per message: copying and writing SIP URIs
+and name-addr values (dialogs), and parsing, copying and writing an SDP offer.
 
     .venv/bin/python tests/bench/bench_sip.py
 """
@@ -21,6 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from app.sip.message import Request, make_response, parse_datagram, validate_request
+from app.sip.sdp import SessionDescription
+from app.sip.uri import NameAddr, SipUri
 
 SDP = (
     b"v=0\r\n"
@@ -45,13 +49,13 @@ INVITE = (
     b"Max-Forwards: 67\r\n"
     b"Record-Route: <sip:127.0.0.1:6060;lr;ftag=8f1e2d3c>\r\n"
     b"Record-Route: <sip:127.0.0.1:5060;lr;ftag=8f1e2d3c>\r\n"
-    b"From: \"User One\" <sip:user1_public1@home1.net>;tag=8f1e2d3c\r\n"
+    b'From: "User One" <sip:user1_public1@home1.net>;tag=8f1e2d3c\r\n'
     b"To: <sip:conf-factory1@mrfc1.home1.net>\r\n"
     b"Call-ID: 7a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d@192.0.2.33\r\n"
     b"CSeq: 1 INVITE\r\n"
-    b"Contact: <sip:user1_public1@192.0.2.33:40312;transport=udp>;+sip.instance=\"<urn:uuid:"
-    b"00000000-0000-1000-8000-000a95a0e128>\"\r\n"
-    b"P-Asserted-Identity: \"User One\" <sip:user1_public1@home1.net>\r\n"
+    b'Contact: <sip:user1_public1@192.0.2.33:40312;transport=udp>;+sip.instance="<urn:uuid:'
+    b'00000000-0000-1000-8000-000a95a0e128>"\r\n'
+    b'P-Asserted-Identity: "User One" <sip:user1_public1@home1.net>\r\n'
     b"Allow: INVITE, ACK, CANCEL, BYE, PRACK, UPDATE, REFER, NOTIFY, SUBSCRIBE, OPTIONS\r\n"
     b"Supported: 100rel, timer, replaces, norefersub\r\n"
     b"Session-Expires: 1800\r\n"
@@ -67,7 +71,7 @@ OK = (
     b"branch=z9hG4bK8a7f.1e2d3c4b5a697887766554433221100.0\r\n"
     b"Record-Route: <sip:127.0.0.1:6060;lr;ftag=8f1e2d3c>\r\n"
     b"Record-Route: <sip:127.0.0.1:5060;lr;ftag=8f1e2d3c>\r\n"
-    b"From: \"User One\" <sip:user1_public1@home1.net>;tag=8f1e2d3c\r\n"
+    b'From: "User One" <sip:user1_public1@home1.net>;tag=8f1e2d3c\r\n'
     b"To: <sip:conf-factory1@mrfc1.home1.net>;tag=as5f2e8d1c\r\n"
     b"Call-ID: 7a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d@192.0.2.33\r\n"
     b"CSeq: 1 INVITE\r\n"
@@ -119,6 +123,39 @@ def _build_serialize(_: bytes) -> None:
     bytes(make_response(invite, 200, to_tag="as5f2e8d1c", headers=_OK_HEADERS, body=SDP))
 
 
+# What a dialog does with the addresses of a message (RFC 3261 §12: remote target, route set,
+# From/To with tags): copies them and writes them into the requests it builds.
+_URI = SipUri.parse("sip:user1_public1@192.0.2.33:40312;transport=udp")
+_ADDR = NameAddr.parse('"User One" <sip:user1_public1@home1.net>;tag=8f1e2d3c')
+
+
+def _uri_copy(_: bytes) -> None:
+    _URI.copy()
+
+
+def _uri_copy_str(_: bytes) -> None:
+    str(_URI.copy())
+
+
+def _addr_copy_str(_: bytes) -> None:
+    str(_ADDR.copy())
+
+
+_SDP = SessionDescription.parse(SDP)
+
+
+def _sdp_parse(data: bytes) -> None:
+    SessionDescription.parse(data)
+
+
+def _sdp_copy(_: bytes) -> None:
+    _SDP.copy()
+
+
+def _sdp_serialize(_: bytes) -> None:
+    bytes(_SDP)
+
+
 def rate(fn: Callable[[bytes], None], data: bytes, seconds: float = 1.5) -> float:
     """Best of three runs of `fn(data)`, in calls per second of this process's CPU time:
     the one-core figure, and steadier than wall time when other work shares the machine."""
@@ -150,6 +187,13 @@ def main() -> None:
     print(f"parse+edit+serialize INVITE: {rate(_parse_edit_serialize, INVITE):.0f} msg/s")
     print(f"parse+validate+serialize INVITE: {rate(_parse_validate_serialize, INVITE):.0f} msg/s")
     print(f"make_response+serialize 200 OK: {rate(_build_serialize, INVITE):.0f} msg/s")
+    print(f"SIP URI copy: {rate(_uri_copy, b''):.0f} /s")
+    print(f"SIP URI copy+str: {rate(_uri_copy_str, b''):.0f} /s")
+    print(f"name-addr copy+str: {rate(_addr_copy_str, b''):.0f} /s")
+    assert bytes(_SDP) == SDP and SessionDescription.parse(SDP) == _SDP == _SDP.copy()
+    print(f"SDP parse (VoLTE offer): {rate(_sdp_parse, SDP):.0f} /s")
+    print(f"SDP copy: {rate(_sdp_copy, b''):.0f} /s")
+    print(f"SDP serialize: {rate(_sdp_serialize, b''):.0f} /s")
 
 
 if __name__ == "__main__":

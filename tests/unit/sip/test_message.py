@@ -450,3 +450,28 @@ def test_address_headers_parsed_once_are_still_each_messages_own() -> None:
         bad.set("To", "<sip:conf@mrfc1.home1.net")
         with pytest.raises(ParseError):
             validate_request(bad)
+
+
+def test_validation_leaves_what_it_parsed_for_the_accessors() -> None:
+    req = request("Record-Route: <sip:p1.home1.net;lr>, <sip:p2.home1.net;lr>",
+                  "Route: <sip:mrfc1.home1.net;lr>")
+    validate_request(req)
+    # Everything validation parsed is there already: the accessors walk no header again.
+    req.headers = []  # (without headers_changed: the parsed values stay as they were)
+    assert req.top_via.branch == "z9hG4bK776asdhds" and req.from_.tag == "1928301774"
+    assert str(req.to) == "<sip:conf@mrfc1.home1.net>" and req.cseq.number == 314159
+    assert req.call_id == "a84b4c76e66710@pc33.home1.net"
+    assert [r.sip_uri.host for r in req.record_routes] == ["p1.home1.net", "p2.home1.net"]
+    assert [str(r) for r in req.routes] == ["<sip:mrfc1.home1.net;lr>"]
+    assert req.contact is not None and req.contact.sip_uri.user == "alice"
+    # A value an accessor handed out (and the caller edited) before validation is kept.
+    edited = request()
+    edited.from_.params["tag"] = "mine"
+    validate_request(edited)
+    assert edited.from_.tag == "mine"
+    # A wildcard Contact is no address (RFC 3261 §10.2.2), before and after validation.
+    star = parse_datagram(msg(*BASIC[:-1], "Contact: *", start="REGISTER sip:h SIP/2.0",
+                              ).replace(b"314159 INVITE", b"314159 REGISTER"))
+    assert isinstance(star, Request) and star.contacts == []
+    validate_request(star)
+    assert star.contact is None

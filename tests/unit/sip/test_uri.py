@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.sip.errors import ParseError
 from app.sip.uri import AbsoluteUri, NameAddr, SipUri, is_token, parse_uri, split_hostport
@@ -129,3 +131,109 @@ def test_is_token() -> None:
 
 def test_underscore_in_host_is_tolerated() -> None:
     assert SipUri.parse("sip:mrfp@media_1.local:5080").host == "media_1.local"
+
+
+# -- copies share until one hands its parts out; the text form is remembered until a change --
+
+BASE = "sip:alice@atlanta.example.com:5070;transport=udp;lr"
+
+
+def test_copies_of_a_uri_never_see_each_others_changes() -> None:
+    original = SipUri.parse(BASE)
+    assert str(original) == BASE
+    copy = original.copy()
+    copy.params["maddr"] = "192.0.2.1"
+    assert "maddr" not in original.params and str(original) == BASE
+    assert str(copy) == BASE + ";maddr=192.0.2.1"
+    # A dict handed out before the copy stays the original's alone.
+    held = original.params
+    later = original.copy()
+    held["ttl"] = "1"
+    assert "ttl" not in later.params and str(later) == BASE
+    assert str(original) == BASE + ";ttl=1"  # a change through a held dict shows at once
+    # Scalar fields: the text follows them.
+    later.port = None
+    later.host = "h"
+    assert str(later) == "sip:alice@h;transport=udp;lr" and original.port == 5070
+
+
+def test_uri_behaves_as_a_value() -> None:
+    a, b = SipUri.parse(BASE), SipUri.parse(BASE)
+    assert a == b and a.copy() == b and a != SipUri.parse("sip:alice@atlanta.example.com")
+    assert a != BASE  # different types never compare equal
+    assert repr(a) == (
+        "SipUri(host='atlanta.example.com', user='alice', password=None, port=5070, "
+        "scheme='sip', params={'transport': 'udp', 'lr': None}, headers=None)"
+    )
+    given = {"lr": None}
+    built = SipUri("h", params=given)
+    given["transport"] = "tcp"  # the constructor keeps the caller's dict, as a dataclass does
+    assert str(built) == "sip:h;lr;transport=tcp"
+
+
+def test_name_addr_text_follows_its_uri_held_anywhere() -> None:
+    na = NameAddr.parse('"A" <sip:a@h>;tag=1')
+    assert str(na) == '"A" <sip:a@h>;tag=1'
+    uri = na.sip_uri
+    assert str(na) == '"A" <sip:a@h>;tag=1'
+    uri.params["lr"] = None  # changed after the text was written again
+    assert str(na) == '"A" <sip:a@h;lr>;tag=1'
+    twin = na.copy()
+    uri.port = 5080
+    assert str(twin) == '"A" <sip:a@h;lr>;tag=1' and str(na) == '"A" <sip:a@h:5080;lr>;tag=1'
+    twin.display_name = None
+    twin.bracketed = False
+    assert str(twin) == "<sip:a@h;lr>;tag=1"  # brackets kept: the URI has parameters
+    assert na.copy() == na and twin != na
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["copy", "uri_param", "param", "pop", "port", "display", "str"]),
+            st.integers(0, 7),
+        ),
+        max_size=30,
+    )
+)
+def test_copies_match_independent_parses(ops: list[tuple[str, int]]) -> None:
+    # Model: every value is its own fresh parse of its current text. Whatever is copied,
+    # changed or written, each value writes what the model says, and none leaks into another.
+    first = NameAddr.parse('"Bob" <sip:bob@biloxi.example.com;transport=tcp>;tag=a1')
+    values = [first]
+    model = [str(first)]
+    for op, n in ops:
+        i = n % len(values)
+        value = values[i]
+        if op == "copy":
+            values.append(value.copy())
+            model.append(model[i])
+            continue
+        if op == "uri_param":
+            value.sip_uri.params[f"p{n}"] = str(n)
+        elif op == "param":
+            value.params[f"h{n}"] = None
+        elif op == "pop":
+            value.params.pop("tag", None)
+            value.sip_uri.params.pop("transport", None)
+        elif op == "port":
+            value.sip_uri.port = 5060 + n
+        elif op == "display":
+            value.display_name = f"D{n}"
+        if op != "str":
+            fresh = NameAddr.parse(model[i])
+            if op == "uri_param":
+                fresh.sip_uri.params[f"p{n}"] = str(n)
+            elif op == "param":
+                fresh.params[f"h{n}"] = None
+            elif op == "pop":
+                fresh.params.pop("tag", None)
+                fresh.sip_uri.params.pop("transport", None)
+            elif op == "port":
+                fresh.sip_uri.port = 5060 + n
+            elif op == "display":
+                fresh.display_name = f"D{n}"
+            model[i] = str(fresh)
+        for v, text in zip(values, model, strict=True):
+            assert str(v) == text
+            assert v == NameAddr.parse(text)
