@@ -42,8 +42,7 @@ def test_url_decode_matches_switch_url_decode(value: str) -> None:
 def test_plain_body_values_decode_the_same_every_time(pairs: list[tuple[str, str]]) -> None:
     body = "".join(f"{n}: {v}\n" for n, v in pairs).encode("utf-8", "surrogateescape") + b"\n"
     expected = tuple(
-        (n, reference_decode(v.encode("utf-8", _SE)).decode("utf-8", _SE))
-        for n, v in pairs
+        (n, reference_decode(v.encode("utf-8", _SE)).decode("utf-8", _SE)) for n, v in pairs
     )
     for _ in range(2):  # the second parse reuses what the first one decoded
         assert parse_event_plain_body(body).headers == expected
