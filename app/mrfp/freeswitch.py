@@ -19,9 +19,9 @@ verbose-events):
   newline — an SDP in verbose events — broke into bogus headers), then hands it through a
   gevent queue to another greenlet that dispatches it. Here the socket is read in large
   chunks, split into frames by `EslFrameReader`, and the plain events of one chunk go to a
-  single callback as raw bodies; the node extracts only the headers its mapper reads
-  (`plain_line_value`, `MAPPED_HEADERS`) and posts the whole chunk's events to asyncio at once (one
-  `call_soon_threadsafe`, one loop wake-up).
+  single callback as raw bodies; the node drops the actions its mapper ignores, extracts only
+  the headers the mapper reads (`plain_line_value`, `MAPPED_HEADERS`) and posts the whole
+  chunk's events to asyncio at once (one `call_soon_threadsafe`, one loop wake-up).
 - a connection closed before `auth/request` left `connect()` waiting forever, and one closed
   in the middle of a body made greenswitch's `_read_socket` spin forever: here the end of the
   stream ends the loop, which wakes every waiter.
