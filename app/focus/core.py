@@ -309,7 +309,7 @@ class Focus:
             if conf.locked:
                 out.append(self._respond(txn, request, 403, "Conference locked"))
                 return
-            if len(conf.present()) >= self.config.participant_limit:
+            if conf.present_count() >= self.config.participant_limit:
                 out.append(self._respond(txn, request, 486, "Conference full"))
                 return
         if request.content_type != "application/sdp" or not request.body:
@@ -1077,7 +1077,7 @@ class Focus:
             return
         was_connected = part.phase is Phase.CONNECTED
         mrfp_pending = part.phase is Phase.MRFP_PENDING and part.mrfp_dialog is None
-        part.phase = Phase.GONE
+        conf.mark_gone(part)
         part.status = EndpointStatus.DISCONNECTED
         if part.invite is not None and part.joining_method is not JoiningMethod.DIALED_OUT:
             key = (part.invite.call_id, part.invite.from_.tag)
@@ -1091,7 +1091,7 @@ class Focus:
             self._bye_mrfp(conf, part, out)
         # Take the leaver out first, so the documents below describe the state after it left.
         user = conf.info.users.pop(part.aor, None)
-        if not conf.present():
+        if not conf.present_count():
             # The last one out ends the conference (RFC 4575 §5.3.2: active false).
             conf.info.active = False
         # RFC 4575 / TS 24.147: the leaver's own subscription ends with it; its last NOTIFY
@@ -1111,7 +1111,7 @@ class Focus:
         # Once its transactions are over (64*T1, RFC 3261 §17), the focus forgets it: the
         # database keeps the record, memory does not grow with every join.
         out.append(SetTimer(("prune", conf.id, part.id), now + self._prune_after))
-        if not conf.present():
+        if not conf.present_count():
             self._end_conference(conf, now, out)
 
     def _forget_participant(self, conf: Conference, part: Participant) -> None:
@@ -1836,7 +1836,7 @@ class Focus:
         conf, _ = self._get(conf_id)
         if not conf.active:
             raise FocusError("conference_ended", f"conference {conf_id} has ended")
-        if len(conf.present()) >= self.config.participant_limit:
+        if conf.present_count() >= self.config.participant_limit:
             raise FocusError("conference_full", "the conference is at its participant limit")
         target = NameAddr.parse(uri).uri
         if not isinstance(target, SipUri):
@@ -1895,7 +1895,7 @@ class Focus:
             remaining = max(0, int(sub.expires_at - now))
             body = full_template(conf.info).render(sub.version)
             self._send_notify(conf, sub, f"active;expires={remaining}", body, out)
-        if not conf.present():
+        if not conf.present_count():
             self._end_conference(conf, now, out)
         return out
 

@@ -152,13 +152,12 @@ class Conference:
     ended_at: datetime | None = None
     participants: dict[str, Participant] = field(default_factory=dict)
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
-    # Who may still be present, in `participants` order: `present()` walks this, not every
-    # participant the conference ever had (gone ones stay in `participants` for REST reads).
+    # Who is still present, in `participants` order: gone ones stay in `participants` (REST
+    # reads them) but leave this through `mark_gone`, so the count is O(1) in a big conference.
     _live: dict[str, Participant] = field(default_factory=dict, init=False, repr=False)
     _seen: int = field(default=0, init=False, repr=False)  # len(participants) at last look
 
-    def present(self) -> list[Participant]:
-        """Participants not gone (the ones that count against the limit)."""
+    def _sync(self) -> dict[str, Participant]:
         participants = self.participants
         count = len(participants)
         if count != self._seen:
@@ -166,15 +165,24 @@ class Conference:
                 # Only added since the last look (dicts keep insertion order): take the tail.
                 new = list(islice(reversed(participants.items()), count - self._seen))
                 for pid, part in reversed(new):
-                    self._live[pid] = part
+                    if part.phase is not Phase.GONE:
+                        self._live[pid] = part
             else:
-                self._live = dict(participants)
+                self._live = {k: p for k, p in participants.items() if p.phase is not Phase.GONE}
             self._seen = count
-        live = [p for p in self._live.values() if p.phase is not Phase.GONE]
-        if len(live) != len(self._live):
-            # GONE is final: a participant that left never counts again.
-            self._live = {k: p for k, p in self._live.items() if p.phase is not Phase.GONE}
-        return live
+        return self._live
+
+    def present(self) -> list[Participant]:
+        """Participants not gone (the ones that count against the limit)."""
+        return list(self._sync().values())
+
+    def present_count(self) -> int:
+        return len(self._sync())
+
+    def mark_gone(self, part: Participant) -> None:
+        """`part` has left for good (GONE is final)."""
+        part.phase = Phase.GONE
+        self._sync().pop(part.id, None)
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -187,5 +195,5 @@ class Conference:
             "mrfp_node": self.node,
             "created_at": self.created_at,
             "ended_at": self.ended_at,
-            "participant_count": len(self.present()),
+            "participant_count": self.present_count(),
         }

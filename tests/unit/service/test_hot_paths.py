@@ -44,7 +44,7 @@ def test_present_follows_joins_and_leaves_in_any_order() -> None:
                 part.phase = Phase.GONE  # added already gone (a restore, a failed dial)
             conf.participants[part.id] = part
         elif roll < 0.7:
-            rng.choice(list(conf.participants.values())).phase = Phase.GONE
+            conf.mark_gone(rng.choice(list(conf.participants.values())))
         else:
             part = rng.choice(list(conf.participants.values()))
             if part.phase is not Phase.GONE:
@@ -52,6 +52,7 @@ def test_present_follows_joins_and_leaves_in_any_order() -> None:
         if rng.random() < 0.5:  # not looked at after every change
             expected = [p for p in conf.participants.values() if p.phase is not Phase.GONE]
             assert conf.present() == expected
+            assert conf.present_count() == len(expected)
     assert conf.present() == [p for p in conf.participants.values() if p.phase is not Phase.GONE]
 
 
