@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
 
+from sqlalchemy import Connection
+
 from app.db.batch import (
     PARTICIPANT_COLUMNS,
     PARTICIPANT_FIELDS_START,
@@ -51,6 +53,10 @@ _DIALOG_STATE = PARTICIPANT_COLUMNS.index("dialog_state")
 _ALL_FIELDS = frozenset(range(PARTICIPANT_FIELDS_START, len(PARTICIPANT_COLUMNS)))
 _PENDING = EndpointStatus.PENDING.value
 
+# A writer connection idle this long (seconds) goes back to the pool, and the next batch
+# takes one that the pool checks first.
+IDLE_RELEASE = 30.0
+
 # A change and the wall-clock time it happened at (the event log's `at`).
 Stamped = tuple[Changed, datetime]
 
@@ -75,6 +81,9 @@ class DatabaseWriter:
         self.owner_node = owner_node
         self.engine = engine_of(session_factory)
         self._sql = BatchWriter(self.engine)
+        self._lock = threading.Lock()  # one batch at a time on the kept connection
+        self._conn: Connection | None = None
+        self._used = 0.0  # time.monotonic() of the last batch written
 
     def __call__(self, change: Changed) -> None:
         """One change in its own transaction."""
@@ -117,17 +126,51 @@ class DatabaseWriter:
                     (at, change.conference_id, change.participant_id, kind, change.actor, detail)
                 )
         sql = self._sql
-        with self.engine.begin() as conn:
-            # Inserts before the updates of the same conferences; a lock and an end touch
-            # different columns, so their relative order does not matter.
-            sql.insert_conferences(conn, created)
-            sql.lock_conferences(conn, locks)
-            sql.end_conferences(conn, ends)
-            if participants:
-                for updated, rows in _by_updated(participants.values()):
-                    sql.upsert_participants(conn, updated, rows)
-            sql.upsert_subscriptions(conn, list(subscriptions.values()))
-            sql.insert_events(conn, events)
+        with self._lock:
+            conn = self._connection()
+            try:
+                with conn.begin():
+                    # Inserts before the updates of the same conferences; a lock and an end
+                    # touch different columns, so their relative order does not matter.
+                    sql.insert_conferences(conn, created)
+                    sql.lock_conferences(conn, locks)
+                    sql.end_conferences(conn, ends)
+                    if participants:
+                        for updated, rows in _by_updated(participants.values()):
+                            sql.upsert_participants(conn, updated, rows)
+                    sql.upsert_subscriptions(conn, list(subscriptions.values()))
+                    sql.insert_events(conn, events)
+            except BaseException:
+                # The connection may be what failed (a lost server): the next batch takes a
+                # fresh one from the pool, which pings it first.
+                self._release()
+                raise
+            self._used = time.monotonic()
+
+    def _connection(self) -> Connection:
+        """The writer's connection, kept between batches: a pool checkout per batch (with
+        its reset, and on PostgreSQL its ping round trip) cost more than a small batch."""
+        conn = self._conn
+        if conn is not None and (conn.invalidated or time.monotonic() - self._used > IDLE_RELEASE):
+            # Idle for long: a server or firewall may have dropped it unnoticed.
+            self._release()
+            conn = None
+        if conn is None:
+            conn = self._conn = self.engine.connect()
+        return conn
+
+    def _release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception as exc:  # a broken connection may fail to close; it is gone
+                log.debug("closing the writer's connection failed: %s", exc)
+
+    def close(self) -> None:
+        """Give the kept connection back to the pool."""
+        with self._lock:
+            self._release()
 
     def _conference_row(self, change: Changed, at: datetime) -> tuple[Any, ...]:
         """The row `repo.create_conference` makes (CONFERENCE_COLUMNS order)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import random
 import resource
 import statistics
 import sys
@@ -43,6 +44,22 @@ INTERVAL = 0.05  # WriteBehind's default gathering time
 MAX_BATCH = 500  # WriteBehind's default batch limit
 
 
+class RandomishIds(CountingIds):
+    """Participant ids and the focus's Call-IDs random like the service's (`RandomIds`), so
+    that the database's indexes on them are written at scattered places as in service;
+    seeded, so that every run writes the same rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._random = random.Random(4575)
+
+    def participant_id(self) -> str:
+        return f"{self._random.getrandbits(64):016x}"
+
+    def call_id(self) -> str:
+        return f"{self._random.getrandbits(96):024x}@mrfc1.home1.net"
+
+
 def _changes(actions: list[Action]) -> list[Changed]:
     return [a for a in actions if isinstance(a, Changed)]
 
@@ -57,7 +74,7 @@ def record_changes(joins: int, rate: float) -> list[Stamped]:
         mrfp_uri={"mrfp1": "sip:127.0.0.1:5080"},
         participant_limit=joins + 10,
     )
-    focus = Focus(config, CountingIds())
+    focus = Focus(config, RandomishIds())
     out: list[Stamped] = []
     member = iter(range(1, 10**9))
 

@@ -1,5 +1,6 @@
 """The database writer: a batch per transaction gives the rows a change per transaction gave,
-the event log keeps every change, and the write-behind queue loses nothing."""
+the event log keeps every change, and the write-behind queue loses nothing; on SQLite and on
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -16,13 +17,24 @@ from sqlalchemy.exc import IntegrityError
 from app.db import SessionFactory, make_engine, make_session_factory, migrate
 from app.db.models import Conference, EventLogEntry, Participant, Subscription
 from app.focus.actions import Changed
+from app.service import persistence
 from app.service.persistence import DatabaseWriter, Stamped, WriteBehind
+from tests.support.postgres import BACKENDS, shared_server
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
-def _factory(path: Path) -> Iterator[SessionFactory]:
-    url = f"sqlite:///{path}"
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every database test here runs on SQLite and on a real PostgreSQL."""
+    return str(request.param)
+
+
+def _factory(backend: str, request: pytest.FixtureRequest, path: Path) -> Iterator[SessionFactory]:
+    if backend == "sqlite":
+        url = f"sqlite:///{path}"
+    else:
+        url = shared_server(request.config).create_database()
     migrate(url)
     engine = make_engine(url)
     try:
@@ -32,13 +44,17 @@ def _factory(path: Path) -> Iterator[SessionFactory]:
 
 
 @pytest.fixture
-def factory(tmp_path: Path) -> Iterator[SessionFactory]:
-    yield from _factory(tmp_path / "a.sqlite3")
+def factory(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[SessionFactory]:
+    yield from _factory(backend, request, tmp_path / "a.sqlite3")
 
 
 @pytest.fixture
-def other_factory(tmp_path: Path) -> Iterator[SessionFactory]:
-    yield from _factory(tmp_path / "b.sqlite3")
+def other_factory(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[SessionFactory]:
+    yield from _factory(backend, request, tmp_path / "b.sqlite3")
 
 
 def _dialog(call_id: str, local: str, remote: str) -> dict[str, Any]:
@@ -367,3 +383,20 @@ def test_a_database_writer_is_used_a_batch_at_a_time(factory: SessionFactory) ->
 
     writer = DatabaseWriter(factory)
     assert _batch_writer(writer) == writer.write_batch
+
+
+def test_the_writer_keeps_its_connection_and_replaces_an_idle_one(
+    factory: SessionFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    history = _history()
+    writer = DatabaseWriter(factory)
+    writer.write_batch(history[:3])
+    kept = writer._conn
+    writer.write_batch(history[3:5])
+    assert writer._conn is kept is not None
+    monkeypatch.setattr(persistence, "IDLE_RELEASE", -1.0)
+    writer.write_batch(history[5:])
+    assert writer._conn is not kept
+    writer.close()
+    assert writer._conn is None
+    assert len(_state(factory)["events"]) == 9
