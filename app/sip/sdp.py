@@ -28,7 +28,7 @@ Offer/answer (RFC 3264), for the built-in media processor and the focus:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -176,6 +176,8 @@ class RtpMap:
 class _Attributes:
     """Accessors over an ordered attribute list, shared by session and media level."""
 
+    __slots__ = ()  # the dataclasses below are slotted: no __dict__ per description
+
     attributes: list[Attribute]
 
     def get(self, name: str) -> str | None:
@@ -252,7 +254,7 @@ class MediaDescription(_Attributes):
             raise SdpError(f"bad m= port: {value!r}") from None
         if not 0 <= port <= 65535:
             raise SdpError(f"m= port out of range: {value!r}")
-        return cls(parts[0], port, parts[2], parts[3:], count)
+        return cls(parts[0], port, parts[2], parts[3:], count, None, [], [])
 
     @property
     def rejected(self) -> bool:
@@ -287,25 +289,32 @@ class MediaDescription(_Attributes):
 
     def copy(self) -> MediaDescription:
         """A deep copy (see SessionDescription.copy)."""
+        c = self.connection
         return MediaDescription(
             self.media,
             self.port,
             self.proto,
-            list(self.formats),
+            self.formats.copy(),
             self.port_count,
-            None if self.connection is None else dataclasses.replace(self.connection),
+            None if c is None else Connection(c.address, c.nettype, c.addrtype),
             [Attribute(a.name, a.value) for a in self.attributes],
-            list(self.other),
+            self.other.copy(),
         )
 
-    def _lines(self) -> Iterable[tuple[str, str]]:
+    def _write(self, out: list[str]) -> None:
+        """Append this section's lines, without line ends, in RFC 4566 §5 order."""
         port = f"{self.port}/{self.port_count}" if self.port_count is not None else str(self.port)
-        yield "m", " ".join([self.media, port, self.proto, *self.formats])
-        yield from ((k, v) for k, v in self.other if k in _MEDIA_BEFORE_C)
-        if self.connection is not None:
-            yield "c", str(self.connection)
-        yield from ((k, v) for k, v in self.other if k not in _MEDIA_BEFORE_C)
-        yield from (("a", str(a)) for a in self.attributes)
+        out.append(f"m={self.media} {port} {self.proto} {' '.join(self.formats)}")
+        other = self.other
+        if other:
+            out += [f"{k}={v}" for k, v in other if k in _MEDIA_BEFORE_C]
+        c = self.connection
+        if c is not None:
+            out.append(f"c={c.nettype} {c.addrtype} {c.address}")
+        if other:
+            out += [f"{k}={v}" for k, v in other if k not in _MEDIA_BEFORE_C]
+        attrs = self.attributes
+        out += [f"a={a.name}" if a.value is None else f"a={a.name}:{a.value}" for a in attrs]
 
 
 @dataclass(slots=True)
@@ -323,7 +332,7 @@ class SessionDescription(_Attributes):
 
     @classmethod
     def parse(cls, data: bytes | str) -> SessionDescription:
-        text = data.decode("utf-8") if isinstance(data, bytes | bytearray) else data
+        text = data if isinstance(data, str) else data.decode("utf-8")
         if not text:
             raise SdpError("empty SDP")
         eol = "\r\n" if "\r\n" in text else "\n"
@@ -332,55 +341,92 @@ class SessionDescription(_Attributes):
             lines.pop()
         else:
             raise SdpError("SDP does not end with a line break")
-        values: list[tuple[str, str]] = []
-        for line in lines:
-            if len(line) < 2 or line[1] != "=" or not line[0].isalpha():
-                raise SdpError(f"not a <type>=<value> line: {line!r}")
-            values.append((line[0], line[2:]))
-        if not values or values[0][0] != "v":
+        try:
+            return cls._parse_lines(lines, eol)
+        except SdpError:
+            # The line shapes are checked as the lines are read; a fault found in an earlier
+            # line must not hide a malformed line further on, which is the one reported.
+            _check_shapes(lines)
+            raise
+
+    @classmethod
+    def _parse_lines(cls, lines: list[str], eol: str) -> SessionDescription:
+        if len(lines) < 3:
+            _check_shapes(lines)
+            if lines[0][0] != "v":
+                raise SdpError("SDP must start with v=")
+            raise SdpError("v= must be followed by o= and s=")
+        v, o, s = lines[0], lines[1], lines[2]
+        if v[1:2] != "=" or o[1:2] != "=" or s[1:2] != "=":
+            raise SdpError("not a <type>=<value> line")  # (_check_shapes names it)
+        if v[0] != "v":
             raise SdpError("SDP must start with v=")
         try:
-            version = int(values[0][1])
+            version = int(v[2:])
         except ValueError:
-            raise SdpError(f"bad v= line: {values[0][1]!r}") from None
-        if len(values) < 3 or values[1][0] != "o" or values[2][0] != "s":
+            raise SdpError(f"bad v= line: {v[2:]!r}") from None
+        if o[0] != "o" or s[0] != "s":
             raise SdpError("v= must be followed by o= and s=")
-        sdp = cls(Origin.parse(values[1][1]), values[2][1], version=version, line_ending=eol)
-        sdp.other = []
+        other: list[tuple[str, str]] = []
+        attributes: list[Attribute] = []
+        media: list[MediaDescription] = []
+        sdp = cls(Origin.parse(o[2:]), s[2:], None, attributes, media, other, version, eol)
         current: SessionDescription | MediaDescription = sdp
-        for key, value in values[3:]:
-            if key == "m":
-                current = MediaDescription.parse_m_line(value)
-                sdp.media.append(current)
-            elif key == "a":
-                current.attributes.append(Attribute.parse(value))
+        has_t = False
+        for line in lines[3:]:
+            if line[1:2] != "=":
+                raise SdpError(f"not a <type>=<value> line: {line!r}")
+            key = line[0]
+            if key == "a":
+                # Attribute.parse, inline: most lines of an offer are attributes.
+                name, sep, value = line.partition(":")
+                if len(name) == 2:
+                    raise SdpError(f"empty attribute name: a={line[2:]!r}")
+                attributes.append(Attribute(name[2:], value if sep else None))
+            elif key == "m":
+                current = MediaDescription.parse_m_line(line[2:])
+                media.append(current)
+                attributes = current.attributes
+                other = current.other
             elif key == "c":
                 if current.connection is not None:
                     raise SdpError("more than one c= line at one level")
-                current.connection = Connection.parse(value)
+                current.connection = Connection.parse(line[2:])
+            elif not key.isalpha():
+                raise SdpError(f"not a <type>=<value> line: {line!r}")
             elif key in "vos":
                 raise SdpError(f"{key}= may appear only once, at the top")
             else:
-                current.other.append((key, value))
-        if not any(k == "t" for k, _ in sdp.other):
+                if key == "t" and current is sdp:
+                    has_t = True
+                other.append((key, line[2:]))
+        if not has_t:
             raise SdpError("SDP needs a t= line")
         return sdp
 
-    def _lines(self) -> Iterable[tuple[str, str]]:
-        yield "v", str(self.version)
-        yield "o", str(self.origin)
-        yield "s", self.session_name
-        yield from ((k, v) for k, v in self.other if k in _SESSION_BEFORE_C)
-        if self.connection is not None:
-            yield "c", str(self.connection)
-        yield from ((k, v) for k, v in self.other if k not in _SESSION_BEFORE_C)
-        yield from (("a", str(a)) for a in self.attributes)
-        for m in self.media:
-            yield from m._lines()
-
     def __bytes__(self) -> bytes:
+        # RFC 4566 §5 order (v o s i u e p c b t r z k a, then m i c b k a per media), every
+        # line into one list and joined once.
+        o = self.origin
+        out = [
+            f"v={self.version}",
+            f"o={o.username} {o.session_id} {o.session_version} {o.nettype} {o.addrtype} "
+            f"{o.address}",
+            f"s={self.session_name}",
+        ]
+        other = self.other
+        out += [f"{k}={v}" for k, v in other if k in _SESSION_BEFORE_C]
+        c = self.connection
+        if c is not None:
+            out.append(f"c={c.nettype} {c.addrtype} {c.address}")
+        out += [f"{k}={v}" for k, v in other if k not in _SESSION_BEFORE_C]
+        attrs = self.attributes
+        out += [f"a={a.name}" if a.value is None else f"a={a.name}:{a.value}" for a in attrs]
+        for m in self.media:
+            m._write(out)
         eol = self.line_ending
-        return "".join(f"{k}={v}{eol}" for k, v in self._lines()).encode("utf-8")
+        out.append("")
+        return eol.join(out).encode("utf-8")
 
     def __str__(self) -> str:
         return bytes(self).decode("utf-8")
@@ -391,13 +437,14 @@ class SessionDescription(_Attributes):
         Built field by field (every mutable part new; strings and tuples are shared, being
         immutable) rather than by writing and re-parsing the text: a join copies a few
         descriptions, and a re-parse costs ten times as much."""
+        o, c = self.origin, self.connection
         return SessionDescription(
-            dataclasses.replace(self.origin),
+            Origin(o.username, o.session_id, o.session_version, o.nettype, o.addrtype, o.address),
             self.session_name,
-            None if self.connection is None else dataclasses.replace(self.connection),
+            None if c is None else Connection(c.address, c.nettype, c.addrtype),
             [Attribute(a.name, a.value) for a in self.attributes],
             [m.copy() for m in self.media],
-            list(self.other),
+            self.other.copy(),
             self.version,
             self.line_ending,
         )
@@ -409,6 +456,13 @@ class SessionDescription(_Attributes):
     def media_direction(self, index: int) -> Direction:
         """Effective direction of m= section `index` (RFC 3264 §5.1: media over session level)."""
         return self.media[index].direction or self.direction or Direction.SENDRECV
+
+
+def _check_shapes(lines: list[str]) -> None:
+    """RFC 4566 §5: every line is <type>=<value>, the type one letter."""
+    for line in lines:
+        if line[1:2] != "=" or not line[:1].isalpha():
+            raise SdpError(f"not a <type>=<value> line: {line!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -356,3 +356,40 @@ def test_copy_of_parsed_bodies_is_byte_exact_and_deep(body: bytes) -> None:
     copy.media[0].attributes[0].value = "changed"
     copy.media[0].set("ptime", "30")
     assert bytes(sdp) == body
+
+
+def test_a_malformed_line_is_the_fault_reported_even_after_another_fault() -> None:
+    # Lines are read once; a fault in an early line must not hide a line that is not
+    # <type>=<value> at all further on (that one is what a 488/400 reason names).
+    for body in (
+        b"v=0\r\no=bad\r\ns=-\r\nt=0 0\r\nxx\r\n",
+        b"v=0\r\no=a 1 1 IN IP4 h\r\ns=-\r\nt=0 0\r\nm=audio x RTP/AVP 0\r\n1=x\r\n",
+        b"v=0\r\nfoo\r\n",
+    ):
+        with pytest.raises(SdpError, match="not a <type>=<value> line"):
+            SessionDescription.parse(body.replace(b"\r\n", b"\n") if b"1=x" in body else body)
+    with pytest.raises(SdpError, match="o= needs 6 fields"):
+        SessionDescription.parse(b"v=0\r\no=bad\r\ns=-\r\nt=0 0\r\n")
+    # A t= line belongs to the session; one inside a media section does not count.
+    with pytest.raises(SdpError, match="needs a t= line"):
+        SessionDescription.parse(b"v=0\r\no=a 1 1 IN IP4 h\r\ns=-\r\nm=audio 1 RTP/AVP 0\r\nt=0 0\r\n")
+
+
+def test_every_kind_of_line_is_written_where_rfc_4566_puts_it() -> None:
+    body = (
+        b"v=0\r\no=a 1 1 IN IP4 h\r\ns=-\r\ni=info\r\nu=http://x\r\ne=a@b\r\np=+1\r\n"
+        b"c=IN IP4 192.0.2.1\r\nb=AS:64\r\nt=0 0\r\nr=7d 1h 0 25h\r\nz=0 0\r\nk=prompt\r\n"
+        b"a=group:BUNDLE 0\r\na=recvonly\r\n"
+        b"m=audio 4000/2 RTP/AVP 0 8\r\ni=voice\r\nc=IN IP4 192.0.2.2\r\nb=AS:32\r\n"
+        b"k=prompt\r\na=rtpmap:0 PCMU/8000\r\na=sendonly\r\n"
+        b"m=video 0 RTP/AVP 31\r\n"
+    )
+    sdp = SessionDescription.parse(body)
+    assert bytes(sdp) == body and bytes(sdp.copy()) == body
+    assert sdp.media[0].port_count == 2 and sdp.media[1].rejected
+    # Rebuilt from fields in any order, the lines still come out in that order.
+    sdp.media[0].other.reverse()
+    sdp.other.reverse()
+    assert bytes(sdp).count(b"\r\n") == body.count(b"\r\n")
+    assert bytes(sdp).index(b"i=info") < bytes(sdp).index(b"c=IN IP4 192.0.2.1")
+    assert bytes(sdp).index(b"i=voice") < bytes(sdp).index(b"c=IN IP4 192.0.2.2")
