@@ -17,6 +17,7 @@ writes what is pending before it returns.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -40,8 +41,6 @@ from app.focus.actions import Changed
 log = logging.getLogger(__name__)
 
 _NOT_LOGGED = frozenset({"participant.talking", "participant.media"})
-# Internal SIP state: kept in the rows (for a restart), not in the log.
-_NOT_IN_DETAIL = frozenset({"dialog", "mrfp_dialog"})
 
 # Snapshot keys that are participant columns of the same name, in column order (they are
 # the columns from PARTICIPANT_FIELDS_START on).
@@ -51,6 +50,7 @@ _get_fields = itemgetter(*_PARTICIPANT_FIELDS)
 _MEMBER_ID = PARTICIPANT_COLUMNS.index("mrfp_member_id")
 _DIALOG_STATE = PARTICIPANT_COLUMNS.index("dialog_state")
 _ALL_FIELDS = frozenset(range(PARTICIPANT_FIELDS_START, len(PARTICIPANT_COLUMNS)))
+_MEMBER_ID_ONLY = frozenset({_MEMBER_ID})
 _PENDING = EndpointStatus.PENDING.value
 
 # A writer connection idle this long (seconds) goes back to the pool, and the next batch
@@ -121,7 +121,10 @@ class DatabaseWriter:
             elif kind.startswith("subscription.") and data.get("id"):
                 _merge_subscription(subscriptions, change, at)
             if kind not in _NOT_LOGGED:
-                detail = {k: v for k, v in data.items() if k not in _NOT_IN_DETAIL}
+                # A copy less the SIP state (cheaper than a filtering comprehension).
+                detail = data.copy()
+                detail.pop("dialog", None)
+                detail.pop("mrfp_dialog", None)
                 events.append(
                     (at, change.conference_id, change.participant_id, kind, change.actor, detail)
                 )
@@ -229,7 +232,7 @@ def _merge_participant(rows: dict[str, _ParticipantRow], change: Changed, at: da
     if data.keys() >= _FIELD_KEYS:
         # The focus's snapshots have every field: one slice copies them all.
         values[PARTICIPANT_FIELDS_START:] = _get_fields(data)
-        row.updated |= _ALL_FIELDS
+        row.updated = _union(row.updated, _ALL_FIELDS)
     else:
         updated = set(row.updated)
         for index, key in enumerate(_PARTICIPANT_FIELDS, PARTICIPANT_FIELDS_START):
@@ -240,8 +243,14 @@ def _merge_participant(rows: dict[str, _ParticipantRow], change: Changed, at: da
     member_id = data.get("member_id")
     if member_id is not None:
         values[_MEMBER_ID] = str(member_id)
-        row.updated |= {_MEMBER_ID}
+        row.updated = _union(row.updated, _MEMBER_ID_ONLY)
     values[_DIALOG_STATE] = {"ue": data.get("dialog"), "mrfp": data.get("mrfp_dialog")}
+
+
+@functools.cache
+def _union(a: frozenset[int], b: frozenset[int]) -> frozenset[int]:
+    # Few distinct column sets exist: each union is made once, not once per change.
+    return a | b
 
 
 def _by_updated(
