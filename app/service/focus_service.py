@@ -12,6 +12,7 @@ import gc
 import ipaddress
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -115,6 +116,7 @@ class FocusService:
         # Metric children by label values: `.labels()` per message costs more than `.inc()`.
         self._request_counters: dict[tuple[str, str], Any] = {}
         self._response_counters: dict[tuple[str, int, str], Any] = {}
+        self._gc_timer: GcPauseTimer | None = None
         endpoint.user = self
         # Untrusted requests are refused before any transaction exists: "drop" stays silent
         # (no 100 Trying) and a flood of them leaves no transaction state behind.
@@ -124,9 +126,14 @@ class FocusService:
 
     async def start(self) -> None:
         _tune_gc()
+        if self.metrics is not None:
+            self._gc_timer = GcPauseTimer(self.metrics)
+            gc.callbacks.append(self._gc_timer)
         await self.pool.start(self._on_media_event)
 
     async def stop(self) -> None:
+        if self._gc_timer is not None and self._gc_timer in gc.callbacks:
+            gc.callbacks.remove(self._gc_timer)
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
@@ -435,6 +442,21 @@ class FocusService:
     async def health(self) -> dict[str, bool]:
         nodes = self.pool.nodes
         return {"sip": True, "esl": bool(nodes) and any(n.connected for n in nodes)}
+
+
+class GcPauseTimer:
+    """A `gc.callbacks` hook timing each collection into `mrfc_gc_pause_seconds`: a pause
+    holds every thread of the process, the SIP path included."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._children = [metrics.gc_pause.labels(str(g)) for g in range(3)]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self._children[info["generation"]].observe(time.perf_counter() - self._started)
 
 
 def _tune_gc() -> None:

@@ -17,6 +17,9 @@ from prometheus_client import (
 
 # Joins take a few hundred ms through the MRFP; 100rel/preconditions can stretch to seconds.
 JOIN_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+# A collection of the youngest generation takes well under a millisecond; a full one, with
+# thousands of live dialogs and transactions, can take tens: both delay every SIP message.
+GC_PAUSE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5)
 
 
 class Metrics:
@@ -64,6 +67,14 @@ class Metrics:
             "mrfc_join_latency_seconds",
             "From the initial INVITE to the participant joining the MRFP conference",
             buckets=JOIN_LATENCY_BUCKETS,
+            registry=r,
+        )
+
+        self.gc_pause = Histogram(
+            "mrfc_gc_pause_seconds",
+            "Pauses of Python's cyclic garbage collector, by oldest generation collected",
+            ["generation"],
+            buckets=GC_PAUSE_BUCKETS,
             registry=r,
         )
 

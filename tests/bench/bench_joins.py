@@ -61,14 +61,44 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run_rate(stack: Stack, conf_user: str, rate: int, seconds: float, work: Path) -> str:
+def gc_seconds(stack: Stack) -> float:
+    """Seconds the MRFC-AS has spent in garbage collections (its mrfc_gc_pause_seconds)."""
+    import httpx
+
+    text = httpx.get(f"{stack.api}/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("mrfc_gc_pause_seconds_sum")
+    )
+
+
+def rtt_samples(work: Path) -> list[tuple[float, float]]:
+    """SIPp's rtt CSV: date_ms;response_time_ms;rtd_no (one line per INVITE->200)."""
+    samples: list[tuple[float, float]] = []
+    for csv in work.glob("*_rtt.csv"):
+        for line in csv.read_text().splitlines()[1:]:
+            parts = line.split(";")
+            if len(parts) >= 2 and parts[0].replace(".", "", 1).isdigit():
+                samples.append((float(parts[0]), float(parts[1])))
+    return sorted(samples)
+
+
+def run_rate(
+    stack: Stack, conf_user: str, rate: int, seconds: float, work: Path, *, split: bool = False
+) -> str:
+    """Offer `rate` joins/s for `seconds`. Each joiner leaves 200 ms after joining; with
+    `split`, only once every joiner has joined (the conference grows to rate*seconds), so
+    that the CPU of the joins and of the leaves are measured apart."""
     calls = max(1, int(rate * seconds))
+    hold_ms = int((seconds + 4) * 1000) if split else 200
     work.mkdir(parents=True)
     args = [
         SIPP_BIN, f"127.0.0.1:{stack.sip_port}",
         "-sf", str(SCENARIOS / "uac_bench_join.xml"),
         "-i", "127.0.0.1", "-p", str(free_port()), "-t", "u1",
-        "-m", str(calls), "-r", str(rate), "-l", str(max(50, rate * 4)),
+        "-m", str(calls), "-r", str(rate), "-l", str(calls if split else max(50, rate * 4)),
+        "-d", str(hold_ms),
         "-nostdin", "-timeout", f"{int(seconds * 4 + 60)}s", "-timeout_error",
         "-trace_rtt", "-rtt_freq", "1",
         "-trace_err", "-error_file", str(work / "errors.log"),
@@ -76,49 +106,68 @@ def run_rate(stack: Stack, conf_user: str, rate: int, seconds: float, work: Path
         "-key", "ue_user", "joiner",
     ]  # fmt: skip
     pid = stack.mrfc.proc.pid
-    cpu0 = cpu_seconds(pid)
+    cpu0, gc0 = cpu_seconds(pid), gc_seconds(stack)
+    mid: tuple[tuple[float, float], float] | None = None
     with (work / "stdout.log").open("wb") as out:
-        result = subprocess.run(args, cwd=work, stdout=out, stderr=subprocess.STDOUT, check=False)
+        sipp = subprocess.Popen(args, cwd=work, stdout=out, stderr=subprocess.STDOUT)
+        if split:
+            # Every joiner in (or the joining phase long over): the leaves have not begun.
+            deadline = time.monotonic() + seconds + 3
+            while time.monotonic() < deadline and len(rtt_samples(work)) < calls:
+                time.sleep(0.1)
+            time.sleep(0.3)  # the last joiners' ESL add-member and database writes
+            mid = cpu_seconds(pid), gc_seconds(stack)
+        returncode = sipp.wait()
     # The database writer writes behind (a batch every 50 ms): let it write the last changes
     # of this run, so their cost is counted here and not in the next rate's figure.
     time.sleep(0.5)
-    cpu1 = cpu_seconds(pid)
-    # rtt CSV: date_ms;response_time_ms;rtd_no (one line per completed INVITE->200).
-    samples: list[tuple[float, float]] = []
-    for csv in work.glob("*_rtt.csv"):
-        for line in csv.read_text().splitlines()[1:]:
-            parts = line.split(";")
-            if len(parts) >= 2 and parts[0].replace(".", "", 1).isdigit():
-                samples.append((float(parts[0]), float(parts[1])))
+    cpu1, gc1 = cpu_seconds(pid), gc_seconds(stack)
+    samples = rtt_samples(work)
     if len(samples) < 2:
-        return f"rate {rate}/s: no completed joins (sipp exit {result.returncode}), see {work}"
-    samples.sort()
+        return f"rate {rate}/s: no completed joins (sipp exit {returncode}), see {work}"
     span = (samples[-1][0] - samples[0][0]) / 1000.0
     achieved = (len(samples) - 1) / span if span > 0 else float("nan")
     latencies = [s[1] for s in samples]
     failed = calls - len(samples)
-    cpu_ms = (cpu1[1] - cpu0[1]) * 1000.0 / len(samples)
-    loop_ms = (cpu1[0] - cpu0[0]) * 1000.0 / len(samples)
-    return (
-        f"conference joins: {achieved:.0f}/s offered {rate}/s, {len(samples)} joins"
-        f"{f', {failed} failed' if failed else ''} "
+    joins = len(samples)
+
+    def per_join(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+        return (b[1] - a[1]) * 1000.0 / joins, (b[0] - a[0]) * 1000.0 / joins
+
+    head = (
+        f"conference joins{' (split)' if split else ''}: {achieved:.0f}/s offered {rate}/s, "
+        f"{joins} joins{f', {failed} failed' if failed else ''} "
         f"(p50 {statistics.median(latencies):.0f} ms, p99 {percentile(latencies, 0.99):.0f} ms), "
-        f"MRFC-AS CPU {cpu_ms:.2f} ms per join (join + leave, all threads; event loop "
-        f"{loop_ms:.2f} ms, database writer + ESL reader {cpu_ms - loop_ms:.2f} ms)"
+    )
+    total, loop = per_join(cpu0, cpu1)
+    gc_ms = (gc1 - gc0) * 1000.0 / joins
+    if mid is None:
+        return head + (
+            f"MRFC-AS CPU {total:.2f} ms per join (join + leave, all threads; event loop "
+            f"{loop:.2f} ms, database writer + ESL reader {total - loop:.2f} ms; garbage "
+            f"collector {gc_ms:.2f} ms)"
+        )
+    join_total, join_loop = per_join(cpu0, mid[0])
+    leave_total, leave_loop = per_join(mid[0], cpu1)
+    return head + (
+        f"MRFC-AS CPU per join {join_total:.2f} ms (event loop {join_loop:.2f} ms, garbage "
+        f"collector {(mid[1] - gc0) * 1000.0 / joins:.2f} ms), per leave {leave_total:.2f} ms "
+        f"(event loop {leave_loop:.2f} ms, garbage collector "
+        f"{(gc1 - mid[1]) * 1000.0 / joins:.2f} ms); conference grew to {joins + 1}"
     )
 
 
-def bench_sipp(rates: list[int], seconds: float) -> None:
+def bench_sipp(rates: list[int], seconds: float, split_rate: int = 0) -> None:
     if not sipp_available():
         print("sipp not installed: skipping the SIPp join benchmark")
         return
     tmp = Path(tempfile.mkdtemp(prefix="bench-joins-"))
-    most = max(rates)
+    most = max([*rates, split_rate])
     stack = start_stack(
         tmp / "stack",
-        max_participants=most * 10 + 10,
+        max_participants=most * (int(seconds) + 10) + 10,
         log_level="WARNING",
-        rtp_ports=min(600, most * 2 + 100),
+        rtp_ports=max(min(600, most * 2 + 100), int(split_rate * seconds / 2) * 2 + 100),
     )
     holder = None
     try:
@@ -139,6 +188,11 @@ def bench_sipp(rates: list[int], seconds: float) -> None:
         conf_user = uri.removeprefix("sip:").split("@")[0]
         for rate in rates:
             print(run_rate(stack, conf_user, rate, seconds, tmp / f"rate-{rate}"), flush=True)
+        if split_rate:
+            # Half as long: the conference grows to split_rate * seconds / 2 participants.
+            work = tmp / f"split-{split_rate}"
+            result = run_rate(stack, conf_user, split_rate, seconds / 2, work, split=True)
+            print(result, flush=True)
     finally:
         if holder is not None:
             holder.stop()
@@ -258,11 +312,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default="50,100,200", help="offered joins/s, comma-separated")
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds of load per rate")
+    parser.add_argument(
+        "--split-rate",
+        type=int,
+        default=200,
+        help="offered joins/s of a last run whose joiners all join before any leaves "
+        "(CPU of joins and of leaves apart); 0 to skip",
+    )
     parser.add_argument("--no-sipp", action="store_true", help="only the in-process figure")
     args = parser.parse_args()
     bench_fanout()
     if not args.no_sipp:
-        bench_sipp([int(r) for r in args.rates.split(",")], args.seconds)
+        bench_sipp([int(r) for r in args.rates.split(",")], args.seconds, args.split_rate)
 
 
 if __name__ == "__main__":
