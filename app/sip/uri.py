@@ -173,17 +173,19 @@ class SipUri:
     `params`, `headers`; equality by value) but keeps its scalar fields in one tuple, shares
     its parameters with copies until one of them hands its dict out (see `_SHARED`), and
     remembers its text form until it changes: dialogs copy and write the same few URIs
-    over and over.
+    over and over. Three slots, so that a copy is three stores.
     """
 
-    __slots__ = ("_params", "_pstate", "_s", "_text")
+    __slots__ = ("_params", "_s", "_text")
     __match_args__ = ("host", "user", "password", "port", "scheme", "params", "headers")
     __hash__ = None  # type: ignore[assignment]  # mutable, as a dataclass with eq is
 
     _s: tuple[str, str | None, str | None, int | None, str, str | None]
     _params: dict[str, str | None]
-    _pstate: int
-    _text: str | None  # the text form, while the fields and a not-handed-out dict say it
+    # The text form (while the fields say it), None (not written yet), or False: the dict
+    # is handed out (_EXPOSED), so the text is never kept. Until then the dict may be shared
+    # with copies (_SHARED), which is why handing it out copies it first.
+    _text: str | bool | None
 
     def __init__(
         self,
@@ -198,11 +200,10 @@ class SipUri:
         self._s = (host, user, password, port, scheme, headers)
         if params is None:
             self._params = {}
-            self._pstate = _PRIVATE
+            self._text = None
         else:
             self._params = params  # the caller keeps it, as a dataclass field would be kept
-            self._pstate = _EXPOSED
-        self._text = None
+            self._text = False
 
     @classmethod
     def parse(cls, text: str) -> SipUri:
@@ -234,7 +235,6 @@ class SipUri:
         uri: SipUri = _new(cls)
         uri._s = (host, user, password, port, scheme_l, headers)
         uri._params = _parse_params(paramtext, "URI") if paramtext else {}
-        uri._pstate = _PRIVATE
         uri._text = None
         return uri
 
@@ -256,11 +256,12 @@ class SipUri:
 
     def __str__(self) -> str:
         text = self._text
+        if text:
+            return text  # type: ignore[return-value]  # a str (True is never stored)
         if text is None:
-            text = self._format()
-            if self._pstate != _EXPOSED:
-                self._text = text
-        return text
+            text = self._text = self._format()
+            return text
+        return self._format()
 
     def __repr__(self) -> str:
         host, user, password, port, scheme, headers = self._s
@@ -281,7 +282,8 @@ class SipUri:
         s = list(self._s)
         s[index] = value
         self._s = tuple(s)  # type: ignore[assignment]  # one field changed, same shape
-        self._text = None
+        if self._text is not False:
+            self._text = None
 
     @property
     def host(self) -> str:
@@ -334,19 +336,17 @@ class SipUri:
 
     @property
     def params(self) -> dict[str, str | None]:
-        # Handed out: the caller may change it whenever it likes (see _EXPOSED).
-        if self._pstate != _EXPOSED:
-            if self._pstate == _SHARED:
-                self._params = dict(self._params)
-            self._pstate = _EXPOSED
-            self._text = None
+        # Handed out: the caller may change it whenever it likes (see _EXPOSED). It may be
+        # shared with copies, so it is this URI's own copy that goes out.
+        if self._text is not False:
+            self._params = dict(self._params)
+            self._text = False
         return self._params
 
     @params.setter
     def params(self, value: dict[str, str | None]) -> None:
         self._params = value
-        self._pstate = _EXPOSED
-        self._text = None
+        self._text = False
 
     # -- derived -----------------------------------------------------------------------------
 
@@ -379,17 +379,17 @@ class SipUri:
         """An independent copy: changing either never shows in the other."""
         new: SipUri = _new(SipUri)
         new._s = self._s
-        if self._pstate == _EXPOSED:
+        text = self._text
+        if text is False:
             new._params = dict(self._params)
-            new._pstate = _PRIVATE
             new._text = None
         else:
-            new._params = self._params
-            new._pstate = self._pstate = _SHARED
-            # Written once for every copy to come (a dialog copies its remote target for
-            # each request it sends, and writes each copy into a request line).
-            text = self._text
-            new._text = self._text = self._format() if text is None else text
+            new._params = self._params  # shared until one of them hands it out
+            if text is None:
+                # Written once for every copy to come (a dialog copies its remote target for
+                # each request it sends, and writes each copy into a request line).
+                text = self._text = self._format()
+            new._text = text
         return new
 
     def equivalent(self, other: SipUri) -> bool:

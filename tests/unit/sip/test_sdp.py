@@ -372,7 +372,9 @@ def test_a_malformed_line_is_the_fault_reported_even_after_another_fault() -> No
         SessionDescription.parse(b"v=0\r\no=bad\r\ns=-\r\nt=0 0\r\n")
     # A t= line belongs to the session; one inside a media section does not count.
     with pytest.raises(SdpError, match="needs a t= line"):
-        SessionDescription.parse(b"v=0\r\no=a 1 1 IN IP4 h\r\ns=-\r\nm=audio 1 RTP/AVP 0\r\nt=0 0\r\n")
+        SessionDescription.parse(
+            b"v=0\r\no=a 1 1 IN IP4 h\r\ns=-\r\nm=audio 1 RTP/AVP 0\r\nt=0 0\r\n"
+        )
 
 
 def test_every_kind_of_line_is_written_where_rfc_4566_puts_it() -> None:
