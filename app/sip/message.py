@@ -923,7 +923,7 @@ def make_response(
         if name in ("Via", "From", "Call-ID", "CSeq"):
             out.append((name, value))
         elif name == "To":
-            if to_tag is not None and "tag" not in request.to.params:
+            if to_tag is not None and not request.to.has_param("tag"):
                 value = f"{value};tag={to_tag}"
             out.append((name, value))
         elif name == "Record-Route" and 100 < status < 300:

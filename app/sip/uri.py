@@ -359,6 +359,14 @@ class SipUri:
     def host_lower(self) -> str:
         return self._s[0].lower()
 
+    def get_param(self, name: str) -> str | None:
+        """A parameter's value (None if absent or valueless), read without handing out the
+        dict: reading `params` makes it this URI's own copy and stops remembering the text."""
+        return self._params.get(name)
+
+    def has_param(self, name: str) -> bool:
+        return name in self._params
+
     @property
     def transport(self) -> str | None:
         value = self._params.get("transport")
@@ -622,6 +630,14 @@ class NameAddr:
     @property
     def tag(self) -> str | None:
         return self._params.get("tag")
+
+    def get_param(self, name: str) -> str | None:
+        """A header parameter's value (None if absent or valueless), read without handing
+        out the dict (see SipUri.get_param)."""
+        return self._params.get(name)
+
+    def has_param(self, name: str) -> bool:
+        return name in self._params
 
     @property
     def sip_uri(self) -> SipUri:

@@ -237,3 +237,17 @@ def test_copies_match_independent_parses(ops: list[tuple[str, int]]) -> None:
         for v, text in zip(values, model, strict=True):
             assert str(v) == text
             assert v == NameAddr.parse(text)
+
+
+def test_reading_a_parameter_hands_nothing_out() -> None:
+    na = NameAddr.parse("<sip:a@h;maddr=192.0.2.9;lr>;tag=1;x")
+    uri = na.sip_uri
+    assert uri.get_param("maddr") == "192.0.2.9" and uri.get_param("lr") is None
+    assert uri.has_param("lr") and not uri.has_param("ttl")
+    assert na.get_param("tag") == "1" and na.has_param("x") and not na.has_param("y")
+    twin = na.copy()
+    twin.params["tag"] = "2"
+    twin.sip_uri.params.pop("lr")
+    assert na.get_param("tag") == "1" and uri.has_param("lr")
+    assert str(na) == "<sip:a@h;maddr=192.0.2.9;lr>;tag=1;x"
+    assert str(twin) == "<sip:a@h;maddr=192.0.2.9>;tag=2;x"
