@@ -13,6 +13,13 @@ still gets one entry per change, stamped with the time the change happened. Noth
 dropped: a batch the database refuses is written again a change per transaction, so one bad
 record costs only itself, as it did when every change had its own transaction; `close()`
 writes what is pending before it returns.
+
+The writer itself stays off the ORM (see `app.db.batch`): each kind of row is one plain
+executemany per batch on a connection the writer keeps, participants and subscriptions are
+upserts (so the writer never asks which rows exist, and a restarted writer updates the rows an
+earlier one wrote), and values are encoded once, as the models' types would store them. With
+the ORM a join+leave cost this thread about 0.19 ms of CPU in `tests/bench/bench_persistence.py`
+(0.35-0.39 ms in the service); now about 0.075 ms.
 """
 
 from __future__ import annotations
