@@ -120,6 +120,9 @@ def split_semicolons(value: str) -> tuple[str, str]:
     return value, ""
 
 
+_TRANSPORTS = {t: t for t in ("UDP", "TCP", "TLS", "SCTP", "WS", "WSS")}
+
+
 @dataclass(slots=True)
 class Via:
     """One Via value: `SIP/2.0/UDP host:port;branch=...;rport;received=...` (RFC 3261 §20.42)."""
@@ -142,16 +145,20 @@ class Via:
             if not sep or not sep2:
                 raise ParseError(f"Bad Via {text[:60]!r}")
             protocol = f"{proto.strip()}/{version.strip()}"
-        parts = rest.split(None, 1)
-        if len(parts) != 2:
-            raise ParseError(f"Bad Via {text[:60]!r}")
-        transport, sentby_params = parts
+        transport, _, sentby_params = rest.partition(" ")
+        if transport not in _TRANSPORTS or not sentby_params or sentby_params[0].isspace():
+            # Not the one-space shape: LWS of any length around the transport (RFC 3261 §25.1).
+            parts = rest.split(None, 1)
+            if len(parts) != 2:
+                raise ParseError(f"Bad Via {text[:60]!r}")
+            transport, sentby_params = parts
         sentby, _, paramtext = sentby_params.partition(";")
         if " " in sentby or "\t" in sentby:
             sentby = sentby.replace(" ", "").replace("\t", "")
         host, port = split_hostport(sentby)
-        params = _parse_params(paramtext, "Via")
-        return cls(transport.upper(), host, port, params, protocol)
+        params = _parse_params(paramtext, "Via") if paramtext else {}
+        upper = _TRANSPORTS.get(transport)
+        return cls(transport.upper() if upper is None else upper, host, port, params, protocol)
 
     def __str__(self) -> str:
         hostport = self.host if self.port is None else f"{self.host}:{self.port}"
