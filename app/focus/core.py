@@ -1109,8 +1109,16 @@ class Focus:
             )
             part.refer_subscription = None
         # Once its transactions are over (64*T1, RFC 3261 §17), the focus forgets it: the
-        # database keeps the record, memory does not grow with every join.
+        # database keeps the record, memory does not grow with every join. Its media state is
+        # of no use until then: dropped now, so the garbage collector does not keep walking it.
         out.append(SetTimer(("prune", conf.id, part.id), now + self._prune_after))
+        if part.pending_request is not None and part.pending_txn is not None:
+            # RFC 3261 §15.1.2: requests still pending in a dialog that ends get 487.
+            tag = part.dialog.local_tag if part.dialog is not None else None
+            out.append(self._respond(part.pending_txn, part.pending_request, 487, to_tag=tag))
+        part.pending_request = part.pending_txn = None
+        part.ue_offer = part.mrfp_answer = None
+        part.preconditions = None
         if not conf.present_count():
             self._end_conference(conf, now, out)
 

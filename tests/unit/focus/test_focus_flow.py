@@ -681,3 +681,35 @@ def test_refer_out_of_dialog_from_a_participant_dials_out() -> None:
     assert frag.call_id == "r1" and frag.to.tag == "ue"
     assert frag.from_.tag == accepted.to.tag, "the NOTIFY is in the dialog the 202 created"
     assert [a.request.method for a in of(SendRequest, out)].count("INVITE") == 1
+
+
+def test_a_bye_during_a_renegotiation_ends_the_pending_reinvite_with_487() -> None:
+    """RFC 3261 §15.1.2: the re-INVITE waiting on the MRFP is answered 487 when its dialog
+    ends; the MRFP's late answer then changes nothing."""
+    focus = make_focus()
+    tag = connect(focus, "user1_public1", "rn", "sip:conf-factory1@mrfc1.home1.net")
+    changed = SDP_UE.replace("o=ue 1 1", "o=ue 1 2").replace("40000", "40002")
+    assert changed != SDP_UE
+    reinvite = request(
+        "INVITE", "sip:x@y", user="user1_public1", call_id="rn", cseq=2, to_tag=tag, body=changed
+    )
+    reinvite_txn = object()
+    out = focus.on_request(reinvite, reinvite_txn, 1.0, NOW)
+    (to_mrfp,) = [a for a in of(SendRequest, out) if a.request.method == "INVITE"]
+    assert not responses(out), "the re-INVITE waits for the MRFP"
+    bye = request("BYE", "sip:x@y", user="user1_public1", call_id="rn", cseq=3, to_tag=tag)
+    out = focus.on_request(bye, object(), 1.1, NOW)
+    answered = {(a.response.status, a.txn is reinvite_txn) for a in of(Respond, out)}
+    assert answered == {(200, False), (487, True)}
+    lines = [
+        ("Via", to_mrfp.request.get("Via") or ""),
+        ("From", to_mrfp.request.get("From") or ""),
+        ("To", to_mrfp.request.get("To") or ""),
+        ("Call-ID", to_mrfp.request.call_id),
+        ("CSeq", str(to_mrfp.request.cseq)),
+        ("Content-Type", "application/sdp"),
+    ]
+    late = focus.on_response(
+        Response(200, None, lines, SDP_MRFP.encode()), to_mrfp.context, 1.2, NOW
+    )
+    assert not responses(late)
