@@ -34,7 +34,7 @@ from app.sip.headers import (
     canonical_name,
     split_commas,
 )
-from app.sip.uri import AbsoluteUri, NameAddr, SipUri, Uri, is_token, parse_uri
+from app.sip.uri import AbsoluteUri, NameAddr, SipUri, Uri, is_token, parse_uri_copy
 
 SIP_VERSION = "SIP/2.0"
 _ENC = "utf-8"
@@ -80,22 +80,6 @@ def _parse_name_addr(text: str) -> NameAddr:
             _ADDR_MEMO.clear()  # crude but bounded: a busy focus refills it at once
         _ADDR_MEMO[text] = found
     return found.copy()
-
-
-# Request-URIs by their text: in-dialog requests target the same few URIs (a conference's
-# URI, the focus's Contact, a media processor's). Handed out as copies, as addresses are.
-_URI_MEMO: dict[str, Uri] = {}
-
-
-def _parse_request_uri(text: str) -> Uri:
-    found = _URI_MEMO.get(text)
-    if found is None:
-        found = parse_uri(text)
-        str(found)  # written once here, so every copy hands out its text without writing it
-        if len(_URI_MEMO) >= _MEMO_MAX:
-            _URI_MEMO.clear()
-        _URI_MEMO[text] = found
-    return found.copy() if isinstance(found, SipUri) else AbsoluteUri(found.text)
 
 
 # CSeq is frozen, so one parsed value can be shared ("1 INVITE", "2 PRACK" ... recur).
@@ -508,7 +492,7 @@ class Request(Message):
     def uri(self) -> Uri:
         found = self._cache.get("@uri")
         if found is None:
-            found = self._cache["@uri"] = _parse_request_uri(self.uri_text)
+            found = self._cache["@uri"] = parse_uri_copy(self.uri_text)
         return found
 
     @uri.setter

@@ -444,6 +444,25 @@ def parse_uri(text: str) -> Uri:
     return AbsoluteUri(text)
 
 
+# URIs by their text. The address headers of different dialogs differ in their tags (header
+# parameters) but name the same few URIs: the users, the conference and factory URIs, the
+# CSCFs, the media processors. Handed out as copies, which share the parameters and the text
+# until one is changed (see _SHARED); values that fail to parse are not kept and fail again.
+_URIS: dict[str, Uri] = {}
+
+
+def parse_uri_copy(text: str) -> Uri:
+    """`parse_uri(text)`, from a bounded memo: a fresh copy, equal to a fresh parse."""
+    found = _URIS.get(text)
+    if found is None:
+        found = parse_uri(text)
+        str(found)  # written once here, so every copy hands out its text without writing it
+        if len(_URIS) >= 1024:
+            _URIS.clear()  # crude but bounded: a busy focus refills it at once
+        _URIS[text] = found
+    return found.copy() if isinstance(found, SipUri) else AbsoluteUri(found.text)
+
+
 class NameAddr:
     """name-addr / addr-spec with header parameters (From, To, Contact, Route, Refer-To ...).
 
@@ -526,7 +545,7 @@ class NameAddr:
             gt = text.find(">", lt)
             if gt < 0:
                 raise ParseError("Unterminated <URI>")
-            uri = parse_uri(text[lt + 1 : gt])
+            uri = parse_uri_copy(text[lt + 1 : gt])
             rest = text[gt + 1 :]
             if not rest:
                 return cls._make(uri, display, {}, True)
@@ -539,7 +558,9 @@ class NameAddr:
         uritext = uritext.strip()
         if "?" in uritext or " " in uritext:
             raise ParseError(f"addr-spec {uritext!r} needs <> around it")
-        return cls._make(parse_uri(uritext), None, _parse_params(paramtext, "header"), False)
+        return cls._make(
+            parse_uri_copy(uritext), None, _parse_params(paramtext, "header"), False
+        )
 
     def __str__(self) -> str:
         uri = str(self._uri)

@@ -7,7 +7,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.sip.errors import ParseError
-from app.sip.uri import AbsoluteUri, NameAddr, SipUri, is_token, parse_uri, split_hostport
+from app.sip.uri import (
+    AbsoluteUri,
+    NameAddr,
+    SipUri,
+    is_token,
+    parse_uri,
+    parse_uri_copy,
+    split_hostport,
+)
 
 
 def test_full_sip_uri() -> None:
@@ -251,3 +259,23 @@ def test_reading_a_parameter_hands_nothing_out() -> None:
     assert na.get_param("tag") == "1" and uri.has_param("lr")
     assert str(na) == "<sip:a@h;maddr=192.0.2.9;lr>;tag=1;x"
     assert str(twin) == "<sip:a@h;maddr=192.0.2.9>;tag=2;x"
+
+
+def test_uris_remembered_by_text_are_handed_out_as_independent_copies() -> None:
+    for text in ("sip:conf-x@mrfc1.home1.net;transport=udp", "tel:+15550100"):
+        first = parse_uri_copy(text)
+        assert first == parse_uri(text) and str(first) == text
+        if isinstance(first, SipUri):
+            first.params["transport"] = "tcp"
+            first.user = "other"
+        else:
+            first.text = "tel:+1"
+        again = parse_uri_copy(text)
+        assert again == parse_uri(text) and str(again) == text and again is not first
+    # Two addresses of different dialogs naming one URI: editing one touches not the other.
+    a = NameAddr.parse("<sip:alice@home1.net>;tag=1")
+    b = NameAddr.parse("<sip:alice@home1.net>;tag=2")
+    a.sip_uri.params["lr"] = None
+    assert str(b) == "<sip:alice@home1.net>;tag=2" and str(a) == "<sip:alice@home1.net;lr>;tag=1"
+    with pytest.raises(ParseError):
+        parse_uri_copy("sip:host:99999")
