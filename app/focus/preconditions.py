@@ -80,13 +80,10 @@ class QosDirection(Enum):
 
     __hash__ = object.__hash__  # see StatusType
 
-    @property
-    def send(self) -> bool:
-        return self in (QosDirection.SEND, QosDirection.SENDRECV)
-
-    @property
-    def recv(self) -> bool:
-        return self in (QosDirection.RECV, QosDirection.SENDRECV)
+    # Whether the direction includes sending / receiving: set on each member below (plain
+    # attributes, read on every offer and answer, rather than properties).
+    send: bool
+    recv: bool
 
     @staticmethod
     def of(send: bool, recv: bool) -> QosDirection:
@@ -94,7 +91,7 @@ class QosDirection(Enum):
 
     def flip(self) -> QosDirection:
         """The other end's view: what one end sends, the other receives."""
-        return QosDirection.of(self.recv, self.send)
+        return _DIRECTION_OF[self.recv, self.send]
 
     def covers(self, other: QosDirection) -> bool:
         return (self.send or not other.send) and (self.recv or not other.recv)
@@ -106,6 +103,9 @@ _DIRECTION_OF = {
     (False, True): QosDirection.RECV,
     (True, True): QosDirection.SENDRECV,
 }
+for (_send, _recv), _direction in _DIRECTION_OF.items():
+    _direction.send = _send
+    _direction.recv = _recv
 
 
 class Strength(Enum):
@@ -278,7 +278,11 @@ class PreconditionTable:
         the focus's own segment (its "curr:qos remote") is not authoritative; the focus knows it.
         """
         for index, media in enumerate(sdp.media):
-            lines = [q for a in media.attributes if (q := QosLine.from_attribute(a))]
+            lines = [
+                q
+                for a in media.attributes
+                if a.name in PRECONDITION_ATTRIBUTES and (q := QosLine.from_attribute(a))
+            ]
             if not lines:
                 continue
             stream = self.streams.setdefault(index, StreamStatus())
@@ -320,7 +324,18 @@ class PreconditionTable:
 
 def uses_preconditions(sdp: SessionDescription) -> bool:
     """Whether any m= line carries a qos precondition (RFC 3312 §5)."""
-    return any(QosLine.from_attribute(a) for m in sdp.media for a in m.attributes)
+    return any(
+        QosLine.from_attribute(a)
+        for m in sdp.media
+        for a in m.attributes
+        if a.name in PRECONDITION_ATTRIBUTES
+    )
+
+
+def _is_qos(attribute: Attribute) -> bool:
+    if attribute.name not in PRECONDITION_ATTRIBUTES:
+        return False
+    return QosLine.from_attribute(attribute) is not None
 
 
 def strip_preconditions(sdp: SessionDescription) -> SessionDescription:
@@ -330,7 +345,7 @@ def strip_preconditions(sdp: SessionDescription) -> SessionDescription:
         return sdp
     out = sdp.copy()
     for media in out.media:
-        media.attributes[:] = [a for a in media.attributes if QosLine.from_attribute(a) is None]
+        media.attributes[:] = [a for a in media.attributes if not _is_qos(a)]
     return out
 
 
@@ -338,7 +353,7 @@ def add_preconditions(sdp: SessionDescription, table: PreconditionTable) -> Sess
     """A copy of `sdp` (the media processor's answer) carrying the focus's status lines."""
     out = sdp.copy()
     for index, media in enumerate(out.media):
-        kept = [a for a in media.attributes if QosLine.from_attribute(a) is None]
+        kept = [a for a in media.attributes if not _is_qos(a)]
         if not media.rejected:
             kept.extend(line.to_attribute() for line in table.lines(index))
         media.attributes[:] = kept
