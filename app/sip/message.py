@@ -75,7 +75,6 @@ def _parse_name_addr(text: str) -> NameAddr:
     found = _ADDR_MEMO.get(text)
     if found is None:
         found = NameAddr.parse(text)
-        str(found)  # written once here, so every copy hands out its text without writing it
         if len(_ADDR_MEMO) >= _MEMO_MAX:
             _ADDR_MEMO.clear()  # crude but bounded: a busy focus refills it at once
         _ADDR_MEMO[text] = found

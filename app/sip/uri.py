@@ -456,7 +456,6 @@ def parse_uri_copy(text: str) -> Uri:
     found = _URIS.get(text)
     if found is None:
         found = parse_uri(text)
-        str(found)  # written once here, so every copy hands out its text without writing it
         if len(_URIS) >= 1024:
             _URIS.clear()  # crude but bounded: a busy focus refills it at once
         _URIS[text] = found
