@@ -299,10 +299,10 @@ class SipTransport:
     # -- receiving --------------------------------------------------------------------------
 
     def _datagram(self, data: bytes, addr: tuple[str, int]) -> None:
-        source = Address("UDP", str(addr[0]), int(addr[1]))
+        source = Address("UDP", addr[0], addr[1])
         self._count("received_datagrams")
-        if not data.strip(b"\r\n"):
-            return  # keep-alive (RFC 5626 §4.4.1)
+        if len(data) <= 4 and not data.strip(b"\r\n"):
+            return  # keep-alive: CRLF or CRLFCRLF (RFC 5626 §4.4.1)
         try:
             message = parse_datagram(data, self._max_size, self._max_headers)
         except ParseError as exc:
