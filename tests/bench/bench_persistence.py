@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from app.db import make_engine, make_session_factory, migrate
+from app.db import batch, make_engine, make_session_factory, migrate
 from app.focus.actions import Action, Changed, Respond, SendRequest
 from app.focus.core import Focus, FocusConfig
 from app.focus.media import MemberAdded
@@ -159,7 +159,8 @@ def report(name: str, fresh_url: Callable[[], str], joins: int, rate: float, rep
     print(
         f"database writer, {name}: {statistics.median(per):.3f} ms CPU per join+leave "
         f"(median of {repeat}; best {per[best]:.3f} = user {user:.3f} + sys {sys_:.3f}), "
-        f"{joins} joins at {rate:.0f}/s, {len(records)} changes in {len(batches)} batches",
+        f"{joins} joins at {rate:.0f}/s, {len(records)} changes in {len(batches)} batches, "
+        f"JSON by {'stdlib json' if batch.dumps is batch.std_dumps else 'orjson'}",
         flush=True,
     )
 
