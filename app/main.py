@@ -64,13 +64,14 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
         FreeSwitchNode(n.name, n.esl_host, n.esl_port, n.esl_password.get_secret_value())
         for n in settings.mrfp.nodes
     ]
+    writer = DatabaseWriter(session_factory)
     service = FocusService(
         focus_config(settings),
         endpoint,
         MrfpPool(nodes),
         bus=bus,
         metrics=metrics,
-        persist=DatabaseWriter(session_factory),
+        persist=writer,
         trusted=sip.trusted_networks(),
         untrusted_action=sip.untrusted_action,
     )
@@ -117,7 +118,8 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
         server.should_exit = True
         with suppress(Exception):
             await asyncio.wait_for(api_task, 5)
-        await service.stop()
+        await service.stop()  # the last changes are written before it returns
+        writer.close()
         await transport.stop()
         endpoint.close()
         bus.close()
