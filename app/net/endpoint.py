@@ -228,7 +228,7 @@ class SipEndpoint:
     def resolve(self, uri: SipUri, transport: str | None = None) -> Address:
         """RFC 3263 without DNS: a numeric host as is, a domain through `host_map`."""
         proto = (transport or uri.transport or "udp").upper()
-        host = uri.params.get("maddr") or uri.host
+        host = uri.get_param("maddr") or uri.host
         if host.startswith("["):
             host = host[1:-1]
         mapped = self.host_map.get(host.lower())

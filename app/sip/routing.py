@@ -69,7 +69,7 @@ def request_destination(uri: SipUri) -> Address:
     transport = (uri.transport or ("tls" if uri.scheme == "sips" else "udp")).upper()
     if uri.scheme == "sips" and transport == "TCP":
         transport = "TLS"  # RFC 3261 §26.2.2: sips over TCP is TLS
-    host = bare_host(uri.params.get("maddr") or uri.host)
+    host = bare_host(uri.get_param("maddr") or uri.host)
     port = uri.port if uri.port is not None else default_port(transport)
     return Address(transport, host, port)
 
