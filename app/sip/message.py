@@ -217,6 +217,15 @@ class Message:
         """Forget parsed header values after editing `headers` directly."""
         self._cache.clear()
 
+    def release_parsed(self) -> None:
+        """Forget the parsed header values and the received header block; they come back
+        (parsed again) if asked for. For messages kept only in case they are needed again,
+        as a finished transaction keeps its request and last response for 64*T1 to absorb
+        retransmissions (RFC 3261 §17): their parsed Vias, URIs and name-addrs would live as
+        long, for the garbage collector to walk again and again."""
+        self._cache.clear()
+        self._wire = None
+
     # -- typed access (parsed once, cached) -------------------------------------------------
 
     def _single(self, name: str) -> str:

@@ -184,6 +184,24 @@ class TransactionLayer:
         self.servers: dict[tuple[str, ...], ServerTransaction] = {}
         self._deadlines: list[tuple[float, int, str, Transaction]] = []
         self._seq = itertools.count()
+        # Transactions that got their final response and now only absorb retransmissions:
+        # their messages' parsed forms are dropped once the TU is done with them (see
+        # `_release_settled`).
+        self._settled: list[Transaction] = []
+
+    def _settle(self, txn: Transaction) -> None:
+        self._settled.append(txn)
+
+    def _release_settled(self) -> None:
+        """Called as each message comes in, when the TU has finished with the last one.
+        What a settled transaction still needs (its key, the last response to send again)
+        does not depend on them; a TU that reads one of its messages again gets it parsed
+        again."""
+        for txn in self._settled:
+            txn.request.release_parsed()
+            if txn.last_response is not None:
+                txn.last_response.release_parsed()
+        self._settled.clear()
 
     # -- timers -----------------------------------------------------------------------------
 
@@ -269,6 +287,8 @@ class TransactionLayer:
             self._terminate(txn, out)
 
     def receive_response(self, response: Response, source: Address, now: float) -> list[Output]:
+        if self._settled:
+            self._release_settled()
         out: list[Output] = []
         via = response.top_via
         key = client_key(via.branch or "", response.cseq.method)
@@ -292,6 +312,7 @@ class TransactionLayer:
                     txn.state = State.COMPLETED
                     out.append(ResponseReceived(response, source, txn))
                     self._arm(txn, "K", now + (0 if txn.dest.reliable else self.timers.t4))
+                    self._settle(txn)
             # Completed: retransmissions of the final response are absorbed.
         return out
 
@@ -314,12 +335,14 @@ class TransactionLayer:
                 txn.state = State.ACCEPTED
                 out.append(ResponseReceived(response, source, txn))
                 self._arm(txn, "M", now + self.timers.b)
+                self._settle(txn)
             else:
                 txn.state = State.COMPLETED
                 txn.ack = build_non2xx_ack(txn.request, response)
                 out.append(Transmit(txn.ack, txn.dest))
                 out.append(ResponseReceived(response, source, txn))
                 self._arm(txn, "D", now + (0 if txn.dest.reliable else 32.0))
+                self._settle(txn)
         elif txn.state is State.ACCEPTED:
             if response.is_success:
                 out.append(ResponseReceived(response, source, txn))
@@ -329,6 +352,8 @@ class TransactionLayer:
     # -- server side ------------------------------------------------------------------------
 
     def receive_request(self, request: Request, source: Address, now: float) -> list[Output]:
+        if self._settled:
+            self._release_settled()
         out: list[Output] = []
         key = server_key(request)
         txn = self.servers.get(key)
@@ -410,6 +435,7 @@ class TransactionLayer:
         else:
             txn.state = State.COMPLETED
             self._arm(txn, "J", now + (0 if reliable else self.timers.b))
+        self._settle(txn)
         return out
 
     def _server_timer(

@@ -727,3 +727,46 @@ def test_server_responses_go_where_section_18_2_2_says(via_host: str, expected_p
     out = layer.send_response(txn, make_response(req, 200), 0.1)
     (transmit,) = [o for o in out if isinstance(o, Transmit)]
     assert (transmit.dest.host, transmit.dest.port) == ("127.0.0.1", expected_port)
+
+
+# -- settled transactions keep their messages unparsed ----------------------------------------
+
+
+def _parsed_objects(msg: Request | Response) -> int:
+    """How many objects the message holds beyond its header list and body (white box: the
+    parsed-value cache is what a settled transaction lets go of)."""
+    return len(msg._cache)
+
+
+def test_settled_transactions_let_go_of_parsed_values_once_the_next_message_comes() -> None:
+    layer = TransactionLayer()
+    bye = request("BYE", to_tag="b1", cseq=2)
+    txn = _server_txn(layer, bye, UAC)
+    ok = make_response(bye, 200)
+    assert ok.top_via.branch == "z9hG4bK-1"  # parsed: the response has cached values
+    first_bytes = bytes(ok)
+    layer.send_response(txn, ok, 0.3)
+    assert _parsed_objects(bye) > 0 and _parsed_objects(ok) > 0  # the TU may still read them
+    # The next message in: the settled transaction's request and response are released...
+    resent = sent(layer.receive_request(wire(bye), UAC, 1.0))
+    assert _parsed_objects(bye) == 0 and _parsed_objects(ok) == 0
+    # ...and still do their job: the same response goes out again, byte for byte, and
+    # whatever is read from them is parsed again, the same.
+    assert resent == [ok] and bytes(resent[0]) == first_bytes
+    assert bye.call_id == "call-1@example.com" and bye.from_.tag == "a1"
+    assert ok.to.tag is not None and ok.cseq.method == "BYE"
+
+
+def test_a_client_transactions_answer_is_released_after_the_tu_had_it() -> None:
+    layer = TransactionLayer()
+    req = request("OPTIONS", branch=new_branch("x"))
+    txn, _ = layer.send_request(req, UAS, 0.0)
+    answer = response_to(req, 200)
+    (received,) = outputs_of(ResponseReceived, layer.receive_response(answer, UAS, 0.1))
+    assert isinstance(received, ResponseReceived) and received.response.to.tag == "b1"
+    assert st(txn) is State.COMPLETED and _parsed_objects(answer) > 0
+    other = request("OPTIONS", branch="z9hG4bK-other")
+    layer.receive_request(wire(other), UAC, 0.2)
+    assert _parsed_objects(answer) == 0 and _parsed_objects(req) == 0
+    # A retransmitted answer is still absorbed by the settled transaction.
+    assert layer.receive_response(response_to(req, 200), UAS, 0.3) == []
