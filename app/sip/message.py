@@ -443,9 +443,12 @@ class Message:
         # The common case, checked at C speed: one Content-Length line (found from the end,
         # where it usually is), already right.
         at = text.rfind("\r\nContent-Length: ")
-        if (
-            at < 0
-            or not text.startswith(length + "\r\n", at + 18)
+        if at < 0:
+            # None at all (what the focus builds; names are stored canonical, so none under
+            # another spelling either): it goes at the end of the headers.
+            text = f"{text[:-4]}\r\nContent-Length: {length}\r\n\r\n"
+        elif (
+            not text.startswith(length + "\r\n", at + 18)
             or text.find("\r\nContent-Length: ", 0, at) >= 0
         ):
             text = self._head_fixing_length(length)
