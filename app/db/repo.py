@@ -328,16 +328,6 @@ def find_participant_by_dialog(
     return session.scalars(stmt.order_by(Participant.created_at.desc())).first()
 
 
-def existing_participants(session: Session, participant_ids: Iterable[str]) -> dict[str, str]:
-    """Which of these participants have a row: id -> its conference id (one query, for
-    writers that insert or update many rows in one transaction)."""
-    ids = list(participant_ids)
-    if not ids:
-        return {}
-    stmt = select(Participant.id, Participant.conference_id).where(Participant.id.in_(ids))
-    return {pid: cid for pid, cid in session.execute(stmt)}
-
-
 def update_participant(
     session: Session, participant_id: str, changes: ParticipantChanges
 ) -> Participant | None:
