@@ -304,7 +304,11 @@ class MediaDescription(_Attributes):
     def _write(self, out: list[str]) -> None:
         """Append this section's lines, without line ends, in RFC 4566 §5 order."""
         port = f"{self.port}/{self.port_count}" if self.port_count is not None else str(self.port)
-        out.append(f"m={self.media} {port} {self.proto} {' '.join(self.formats)}")
+        formats = " ".join(self.formats)
+        if formats:
+            out.append(f"m={self.media} {port} {self.proto} {formats}")
+        else:  # a section a caller built without formats: no blank after the proto
+            out.append(f"m={self.media} {port} {self.proto}")
         other = self.other
         if other:
             out += [f"{k}={v}" for k, v in other if k in _MEDIA_BEFORE_C]

@@ -395,3 +395,11 @@ def test_every_kind_of_line_is_written_where_rfc_4566_puts_it() -> None:
     assert bytes(sdp).count(b"\r\n") == body.count(b"\r\n")
     assert bytes(sdp).index(b"i=info") < bytes(sdp).index(b"c=IN IP4 192.0.2.1")
     assert bytes(sdp).index(b"i=voice") < bytes(sdp).index(b"c=IN IP4 192.0.2.2")
+
+
+def test_an_m_line_built_without_formats_has_no_trailing_blank() -> None:
+    # The parser never makes one (RFC 4566 §5.14 needs a format), but code may build one; the
+    # line is written as its fields join, as it always was.
+    sdp = SessionDescription.parse(b"v=0\r\no=a 1 1 IN IP4 h\r\ns=-\r\nt=0 0\r\n")
+    sdp.media.append(MediaDescription("audio", 0, "RTP/AVP", []))
+    assert bytes(sdp).endswith(b"\r\nm=audio 0 RTP/AVP\r\n")
