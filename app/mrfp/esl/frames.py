@@ -71,14 +71,19 @@ def _parse_header_lines(block: bytes) -> Headers:
 def _content_length(headers: Headers) -> int | None:
     for name, value in headers:
         if name.lower() == "content-length":
-            try:
-                length = int(value.strip())
-            except ValueError as exc:
-                raise EslProtocolError(f"bad Content-Length {value!r}") from exc
-            if length < 0 or length > MAX_BODY:
-                raise EslProtocolError(f"Content-Length {length} out of bounds")
-            return length
+            return _parse_length(value)
     return None
+
+
+def _parse_length(value: str) -> int:
+    """A Content-Length value, refused unless a whole number within MAX_BODY."""
+    try:
+        length = int(value.strip())
+    except ValueError as exc:
+        raise EslProtocolError(f"bad Content-Length {value!r}") from exc
+    if length < 0 or length > MAX_BODY:
+        raise EslProtocolError(f"Content-Length {length} out of bounds")
+    return length
 
 
 def _header(headers: Headers, name: str) -> str | None:
@@ -349,12 +354,7 @@ class EslFrameReader:
             length = 0
             raw_length = headers.get("Content-Length")
             if raw_length is not None:
-                try:
-                    length = int(raw_length.strip())
-                except ValueError as exc:
-                    raise EslProtocolError(f"bad Content-Length {raw_length!r}") from exc
-                if length < 0 or length > MAX_BODY:
-                    raise EslProtocolError(f"Content-Length {length} out of bounds")
+                length = _parse_length(raw_length)
             start = end + 2
             if start + length > size:
                 need = start + length
