@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +17,11 @@ import pytest
 from app.focus.media import (
     ConferenceCreated,
     ConferenceDestroyed,
-    MediaEvent,
     MemberAdded,
     MemberMuteChanged,
     MemberRemovalCause,
     MemberRemoved,
     MemberTalkingChanged,
-    NodeConnectionChanged,
 )
 from app.mrfp.builtin.conference import ConferenceRegistry, EventContext, Leg, Member
 from app.mrfp.builtin.esl_server import EslServer
@@ -31,6 +29,7 @@ from app.mrfp.esl import EslClientParser, Frame, parse_event
 from app.mrfp.freeswitch import FreeSwitchNode
 from app.mrfp.port import CommandFailed, ConferenceNotFound, MemberNotFound
 from tests.support.esl_replay import FIXTURES
+from tests.support.media_sink import MediaSink
 
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="../shared fixtures missing")
 
@@ -48,24 +47,6 @@ def leg(user: str, port: int) -> Leg:
         participant=f"p-{user}",
         conference_header="room1",
     )
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.events: list[MediaEvent] = []
-        self._changed = asyncio.Event()
-
-    def __call__(self, event: MediaEvent) -> None:
-        self.events.append(event)
-        self._changed.set()
-
-    async def wait_for(self, pred: Callable[[list[MediaEvent]], bool]) -> None:
-        async def loop() -> None:
-            while not pred(self.events):
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(loop(), WAIT)
 
 
 class RawClient:
@@ -112,8 +93,8 @@ async def server() -> AsyncIterator[EslServer]:
 
 
 @pytest.fixture
-async def node(server: EslServer) -> AsyncIterator[tuple[FreeSwitchNode, Sink]]:
-    sink = Sink()
+async def node(server: EslServer) -> AsyncIterator[tuple[FreeSwitchNode, MediaSink]]:
+    sink = MediaSink()
     n = FreeSwitchNode(
         "fs1", "127.0.0.1", server.port, "ClueCon", command_timeout=5.0, backoff_initial=0.1
     )
@@ -138,7 +119,7 @@ def api_body(name: str) -> str:
 
 
 async def test_adapter_json_list_gives_members(
-    server: EslServer, node: tuple[FreeSwitchNode, Sink]
+    server: EslServer, node: tuple[FreeSwitchNode, MediaSink]
 ) -> None:
     n, _ = node
     registry = server.registry
@@ -154,7 +135,7 @@ async def test_adapter_json_list_gives_members(
 
 
 async def test_adapter_commands_and_typed_errors(
-    server: EslServer, node: tuple[FreeSwitchNode, Sink]
+    server: EslServer, node: tuple[FreeSwitchNode, MediaSink]
 ) -> None:
     n, _ = node
     registry = server.registry
@@ -183,7 +164,7 @@ async def test_adapter_commands_and_typed_errors(
 
 
 async def test_adapter_gets_events_as_media_events_with_sip_legs(
-    server: EslServer, node: tuple[FreeSwitchNode, Sink]
+    server: EslServer, node: tuple[FreeSwitchNode, MediaSink]
 ) -> None:
     _, sink = node
     registry = server.registry
@@ -196,7 +177,7 @@ async def test_adapter_gets_events_as_media_events_with_sip_legs(
     registry.kick("room1", "2")
     registry.leave(a, hangup=True)
     await sink.wait_for(lambda ev: any(isinstance(e, ConferenceDestroyed) for e in ev))
-    got = [e for e in sink.events if not isinstance(e, NodeConnectionChanged)]
+    got = sink.media()
     assert got == [
         ConferenceCreated("fs1", "room1"),
         MemberAdded(

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
 from app.focus.media import (
     ConferenceCreated,
     ConferenceDestroyed,
-    MediaEvent,
     MemberAdded,
     MemberMuteChanged,
     MemberRemovalCause,
@@ -25,31 +24,21 @@ from app.mrfp.esl.frames import Frame
 from app.mrfp.freeswitch import FreeSwitchNode, backoff_delays
 from app.mrfp.port import CommandFailed, ConferenceNotFound, MemberNotFound, MrfpUnavailable
 from tests.support.esl_replay import FIXTURES, EslReplayServer, recorded_event
+from tests.support.media_sink import MediaSink
 
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="../shared fixtures missing")
 
 WAIT = 15.0  # generous: a loaded 2-core machine
 
-
-class Sink:
-    def __init__(self) -> None:
-        self.events: list[MediaEvent] = []
-        self._changed = asyncio.Event()
-
-    def __call__(self, event: MediaEvent) -> None:
-        self.events.append(event)
-        self._changed.set()
-
-    async def wait_for(self, pred: Callable[[list[MediaEvent]], bool]) -> None:
-        async def loop() -> None:
-            while not pred(self.events):
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(loop(), WAIT)
-
-    def of(self, kind: type) -> list[MediaEvent]:
-        return [e for e in self.events if isinstance(e, kind)]
+# What events-plain/02-add-member-room1.txt (uac-a joining room1) reports.
+UAC_A_ADDED = MemberAdded(
+    "fs1",
+    "room1",
+    "1",
+    None,
+    channel_uuid="665ad1a9-546f-46fe-aa9a-0da28112bc82",
+    caller_id_number="uac-a",
+)
 
 
 @pytest.fixture
@@ -75,8 +64,8 @@ def make_node(server: EslReplayServer, password: str = "ClueCon", **kw: float) -
 
 
 @pytest.fixture
-async def node(server: EslReplayServer) -> AsyncIterator[tuple[FreeSwitchNode, Sink]]:
-    sink = Sink()
+async def node(server: EslReplayServer) -> AsyncIterator[tuple[FreeSwitchNode, MediaSink]]:
+    sink = MediaSink()
     n = make_node(server)
     await n.start(sink)
     try:
@@ -88,7 +77,7 @@ async def node(server: EslReplayServer) -> AsyncIterator[tuple[FreeSwitchNode, S
 
 
 async def test_auth_and_subscription(
-    server: EslReplayServer, node: tuple[FreeSwitchNode, Sink]
+    server: EslReplayServer, node: tuple[FreeSwitchNode, MediaSink]
 ) -> None:
     n, sink = node
     assert n.connected
@@ -96,7 +85,7 @@ async def test_auth_and_subscription(
     assert sink.events[0] == NodeConnectionChanged("fs1", True)
 
 
-async def test_json_list_gives_members(node: tuple[FreeSwitchNode, Sink]) -> None:
+async def test_json_list_gives_members(node: tuple[FreeSwitchNode, MediaSink]) -> None:
     n, _ = node
     members = await n.list_members("room1")
     assert [m.member_id for m in members] == ["2", "1"]
@@ -107,7 +96,7 @@ async def test_json_list_gives_members(node: tuple[FreeSwitchNode, Sink]) -> Non
 
 
 async def test_commands_and_typed_errors(
-    server: EslReplayServer, node: tuple[FreeSwitchNode, Sink]
+    server: EslReplayServer, node: tuple[FreeSwitchNode, MediaSink]
 ) -> None:
     n, _ = node
     await n.mute("room1", "1")
@@ -128,7 +117,7 @@ async def test_commands_and_typed_errors(
 
 
 async def test_command_timeout_raises_unavailable(server: EslReplayServer) -> None:
-    sink = Sink()
+    sink = MediaSink()
     n = make_node(server, command_timeout=0.3)
     await n.start(sink)
     try:
@@ -141,7 +130,7 @@ async def test_command_timeout_raises_unavailable(server: EslReplayServer) -> No
 
 
 async def test_recorded_events_become_media_events(
-    server: EslReplayServer, node: tuple[FreeSwitchNode, Sink]
+    server: EslReplayServer, node: tuple[FreeSwitchNode, MediaSink]
 ) -> None:
     _, sink = node
     for name in (
@@ -160,17 +149,10 @@ async def test_recorded_events_become_media_events(
     ):
         await server.push_event(recorded_event(f"events-plain/{name}.txt"))
     await sink.wait_for(lambda ev: any(isinstance(e, ConferenceDestroyed) for e in ev))
-    got = [e for e in sink.events if not isinstance(e, NodeConnectionChanged)]
+    got = sink.media()
     assert got == [
         ConferenceCreated("fs1", "room1"),
-        MemberAdded(
-            "fs1",
-            "room1",
-            "1",
-            None,
-            channel_uuid="665ad1a9-546f-46fe-aa9a-0da28112bc82",
-            caller_id_number="uac-a",
-        ),
+        UAC_A_ADDED,
         MemberAdded(
             "fs1",
             "room1",
@@ -190,7 +172,7 @@ async def test_recorded_events_become_media_events(
 
 
 async def test_verbose_events_tie_member_to_sip_leg(
-    server: EslReplayServer, node: tuple[FreeSwitchNode, Sink]
+    server: EslReplayServer, node: tuple[FreeSwitchNode, MediaSink]
 ) -> None:
     _, sink = node
     for name in ("plain-01-conference-create", "plain-02-add-member", "plain-05-del-member"):
@@ -214,7 +196,7 @@ def _event_with_member(name: str, member_id: str) -> bytes:
 
 
 async def test_reconnect_with_backoff_then_reconcile(server: EslReplayServer) -> None:
-    sink = Sink()
+    sink = MediaSink()
     n = make_node(server)
     await n.start(sink)
     try:
@@ -264,7 +246,7 @@ async def test_bad_password_not_connected_and_logged_without_password(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     secret = "Sup3rSecretPw"
-    sink = Sink()
+    sink = MediaSink()
     n = make_node(server, password=secret, backoff_initial=5.0, backoff_max=5.0)
     await n.start(sink)
     try:
@@ -302,7 +284,7 @@ async def test_commands_before_start_raise_unavailable() -> None:
 
 
 async def test_events_in_one_write_and_cut_across_writes(
-    server: EslReplayServer, node: tuple[FreeSwitchNode, Sink]
+    server: EslReplayServer, node: tuple[FreeSwitchNode, MediaSink]
 ) -> None:
     _, sink = node
     names = ("01-conference-create-room1", "02-add-member-room1", "04-floor-change-room1")
@@ -312,23 +294,16 @@ async def test_events_in_one_write_and_cut_across_writes(
     for i in range(0, len(removal), 97):  # one event over many reads
         await server.push_event(removal[i : i + 97])
     await sink.wait_for(lambda ev: any(isinstance(e, MemberRemoved) for e in ev))
-    got = [e for e in sink.events if not isinstance(e, NodeConnectionChanged)]
+    got = sink.media()
     assert got == [
         ConferenceCreated("fs1", "room1"),
-        MemberAdded(
-            "fs1",
-            "room1",
-            "1",
-            None,
-            channel_uuid="665ad1a9-546f-46fe-aa9a-0da28112bc82",
-            caller_id_number="uac-a",
-        ),
+        UAC_A_ADDED,
         MemberRemoved("fs1", "room1", "1", None, MemberRemovalCause.HANGUP),
     ]
 
 
 async def test_connection_closed_inside_a_frame_is_a_disconnect(
-    server: EslReplayServer, node: tuple[FreeSwitchNode, Sink]
+    server: EslReplayServer, node: tuple[FreeSwitchNode, MediaSink]
 ) -> None:
     n, sink = node
     frame = recorded_event("events-plain/02-add-member-room1.txt")
