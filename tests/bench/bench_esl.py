@@ -33,6 +33,7 @@ from app.mrfp.esl import parse_event, render_event_plain
 from app.mrfp.esl.frames import Frame
 from app.mrfp.freeswitch import FreeSwitchNode
 from tests.support.esl_replay import recorded_event
+from tests.support.stack import read_esl_frame
 
 EVENTS = "events-verbose"
 
@@ -63,17 +64,6 @@ def join_leave_frames(joins: int) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def _read_command(conn: socket.socket, buf: bytearray) -> str:
-    while b"\n\n" not in buf:
-        chunk = conn.recv(4096)
-        if not chunk:
-            raise ConnectionError("client went away")
-        buf += chunk
-    head, _, rest = bytes(buf).partition(b"\n\n")
-    buf[:] = rest
-    return head.decode()
-
-
 class FakeFreeSwitch:
     """Accepts one ESL client, authenticates it, then sends what it is handed."""
 
@@ -91,7 +81,7 @@ class FakeFreeSwitch:
         conn.sendall(b"Content-Type: auth/request\n\n")
         buf = bytearray()
         for reply in (b"+OK accepted", b"+OK event listener enabled plain"):
-            _read_command(conn, buf)
+            read_esl_frame(conn, buf)  # auth, then the event subscription
             conn.sendall(b"Content-Type: command/reply\nReply-Text: " + reply + b"\n\n")
         self.conn = conn
         self.ready.set()

@@ -162,7 +162,9 @@ def wait_readyz(api: str, timeout: float = 30.0) -> None:
         raise AssertionError(f"{exc}: {last}") from None
 
 
-def _esl_frame(sock: socket.socket, buf: bytearray) -> tuple[dict[str, str], bytes]:
+def read_esl_frame(sock: socket.socket, buf: bytearray) -> tuple[dict[str, str], bytes]:
+    """One ESL frame (headers, body) from a blocking socket, either way: what follows it in
+    the stream stays in `buf` for the next call."""
     while b"\n\n" not in buf:
         chunk = sock.recv(65536)
         if not chunk:
@@ -187,14 +189,14 @@ def esl_api(host: str, port: int, password: str, command: str, timeout: float = 
     """One `api` command over a fresh event-socket connection (auth/request, auth, api)."""
     with socket.create_connection((host, port), timeout=timeout) as sock:
         buf = bytearray()
-        _esl_frame(sock, buf)  # Content-Type: auth/request
+        read_esl_frame(sock, buf)  # Content-Type: auth/request
         sock.sendall(f"auth {password}\n\n".encode())
-        headers, _ = _esl_frame(sock, buf)
+        headers, _ = read_esl_frame(sock, buf)
         if not headers.get("Reply-Text", "").startswith("+OK"):
             raise ConnectionError(f"ESL auth refused: {headers}")
         sock.sendall(f"api {command}\n\n".encode())
         while True:
-            headers, body = _esl_frame(sock, buf)
+            headers, body = read_esl_frame(sock, buf)
             if headers.get("Content-Type") == "api/response":
                 return body.decode(errors="replace")
 
