@@ -148,8 +148,10 @@ class _InboundESL(gs_esl.InboundESL):  # type: ignore[misc]
                     self._handle_frame(headers, body)
                 if events:
                     on_events(events)
-        except Exception as exc:  # a socket error, a frame that is not ESL
+        except OSError as exc:  # the connection reset or broken: the node reconnects
             log.debug("ESL receive loop ended: %s", type(exc).__name__)
+        except Exception:  # a stream that is not ESL, or a fault here: the same, but visible
+            log.warning("ESL receive loop failed; dropping the connection", exc_info=True)
         finally:
             self.connected = False
             self._run = False

@@ -313,3 +313,18 @@ async def test_connection_closed_inside_a_frame_is_a_disconnect(
     await sink.wait_for(lambda ev: ev.count(NodeConnectionChanged("fs1", True)) == 2)
     assert not sink.of(MemberAdded)
     await n.mute("room1", "1")  # commands work on the new connection
+
+
+async def test_a_frame_that_is_not_esl_is_reported_not_only_debug_logged(
+    server: EslReplayServer,
+    node: tuple[FreeSwitchNode, MediaSink],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A connection closed by the peer is routine; a stream the reader cannot frame (or a
+    # fault in the reader itself) ends the connection too, and must be visible in the log.
+    caplog.set_level(logging.DEBUG, logger="app.mrfp.freeswitch")
+    _, sink = node
+    await server.push_event(b"Content-Type: text/event-plain\nContent-Length: many\n\n")
+    await sink.wait_for(lambda ev: NodeConnectionChanged("fs1", False) in ev)
+    causes = [r.exc_info[1] for r in caplog.records if r.levelno >= logging.WARNING and r.exc_info]
+    assert any("Content-Length" in str(cause) for cause in causes)
