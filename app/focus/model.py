@@ -156,20 +156,26 @@ class Conference:
     # reads them) but leave this through `mark_gone`, so the count is O(1) in a big conference.
     _live: dict[str, Participant] = field(default_factory=dict, init=False, repr=False)
     _seen: int = field(default=0, init=False, repr=False)  # len(participants) at last look
+    _last: str | None = field(default=None, init=False, repr=False)  # its last key then
 
     def _sync(self) -> dict[str, Participant]:
         participants = self.participants
         count = len(participants)
-        if count != self._seen:
-            if count > self._seen:
-                # Only added since the last look (dicts keep insertion order): take the tail.
-                new = list(islice(reversed(participants.items()), count - self._seen))
-                for pid, part in reversed(new):
-                    if part.phase is not Phase.GONE:
-                        self._live[pid] = part
-            else:
-                self._live = {k: p for k, p in participants.items() if p.phase is not Phase.GONE}
-            self._seen = count
+        last = next(reversed(participants)) if count else None
+        if count == self._seen and last == self._last:
+            return self._live  # nothing added (additions go last) and so nothing removed
+        added = count - self._seen
+        tail = list(islice(reversed(participants.items()), added + 1)) if added > 0 else []
+        if added > 0 and (self._seen == 0 or tail[added][0] == self._last):
+            # Only added since the last look (dicts keep insertion order): take the tail. The
+            # key before it must be the last one seen, else one was forgotten meanwhile too.
+            for pid, part in reversed(tail[:added]):
+                if part.phase is not Phase.GONE:
+                    self._live[pid] = part
+        else:
+            self._live = {k: p for k, p in participants.items() if p.phase is not Phase.GONE}
+        self._seen = count
+        self._last = last
         return self._live
 
     def present(self) -> list[Participant]:

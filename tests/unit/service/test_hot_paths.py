@@ -43,8 +43,10 @@ def test_present_follows_joins_and_leaves_in_any_order() -> None:
             if rng.random() < 0.1:
                 part.phase = Phase.GONE  # added already gone (a restore, a failed dial)
             conf.participants[part.id] = part
-        elif roll < 0.7:
+        elif roll < 0.6:
             conf.mark_gone(rng.choice(list(conf.participants.values())))
+        elif roll < 0.7:
+            del conf.participants[rng.choice(list(conf.participants))]  # forgotten
         else:
             part = rng.choice(list(conf.participants.values()))
             if part.phase is not Phase.GONE:
@@ -63,6 +65,23 @@ def test_present_of_a_conference_whose_participants_are_replaced() -> None:
     assert len(conf.present()) == 5
     conf.participants = {"p9": _participant(9)}
     assert [p.id for p in conf.present()] == ["p9"]
+
+
+def test_present_after_a_participant_is_forgotten_and_another_joins_unlooked() -> None:
+    # The focus forgets a gone participant after 64*T1 (del participants[id]); a join may
+    # come before anyone counts again, leaving the number of participants as it was.
+    conf = _conference()
+    for i in range(3):
+        conf.participants[f"p{i}"] = _participant(i)
+    conf.mark_gone(conf.participants["p0"])
+    assert conf.present_count() == 2
+    del conf.participants["p0"]
+    conf.participants["p3"] = _participant(3)
+    assert [p.id for p in conf.present()] == ["p1", "p2", "p3"]
+    del conf.participants["p1"]  # forgotten while still present, then two join
+    conf.participants["p4"] = _participant(4)
+    conf.participants["p5"] = _participant(5)
+    assert [p.id for p in conf.present()] == ["p2", "p3", "p4", "p5"]
 
 
 def test_trust_is_decided_per_host_and_follows_the_configured_networks() -> None:
