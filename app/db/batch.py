@@ -10,9 +10,10 @@ here the way the models' types would store them, so that the REST API, the CLI a
 - `UTCDateTime`: naive UTC. SQLite keeps it as the text SQLAlchemy's SQLite DATETIME writes
   (`YYYY-MM-DD HH:MM:SS.ffffff`, which is also what makes text comparison order by time, and
   the keyset cursors rely on it); PostgreSQL gets the naive datetime.
-- `JSON`: the text json.dumps writes, which is what SQLAlchemy's JSON type writes with the
-  engines `make_engine` makes; on PostgreSQL that text is cast to `json` (the value is the
-  text).
+- `JSON`: JSON text that reads back as the same values SQLAlchemy's JSON type (json.dumps,
+  with the engines `make_engine` makes) would have written: orjson's compact UTF-8 when
+  installed, else json.dumps's own text (see `dumps`); on PostgreSQL that text is cast to
+  `json` (the value is the text).
 - `Boolean`: a Python bool (SQLite's driver stores it as the integer SQLAlchemy would).
 
 Participants and subscriptions are written with an upsert (`INSERT ... ON CONFLICT (id) DO
