@@ -54,6 +54,11 @@ class Dialog:
     secure: bool = False
     # Opaque slot for the TU (the participant or subscription that owns the dialog).
     owner: object | None = None
+    # to_dict's text of the addresses, with the objects it was written from: a dialog is
+    # snapshotted at every change of its participant, its addresses seldom change.
+    _texts: tuple[tuple[object, ...], dict[str, str], list[str]] | None = field(
+        default=None, init=False, repr=False
+    )
 
     @property
     def id(self) -> DialogId:
@@ -225,15 +230,30 @@ class Dialog:
     # -- persistence ------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
+        # The addresses are replaced, never edited in place (see accept_request/_response),
+        # so the same objects mean the same text.
+        sources = (
+            self.local_uri,
+            self.remote_uri,
+            self.remote_target,
+            self.local_contact,
+            self.route_set,
+        )
+        cached = self._texts
+        if cached is None or any(a is not b for a, b in zip(cached[0], sources, strict=True)):
+            texts = {
+                "local_uri": str(self.local_uri),
+                "remote_uri": str(self.remote_uri),
+                "remote_target": str(self.remote_target),
+                "local_contact": str(self.local_contact),
+            }
+            self._texts = cached = (sources, texts, [str(r) for r in self.route_set])
         return {
             "call_id": self.call_id,
             "local_tag": self.local_tag,
             "remote_tag": self.remote_tag,
-            "local_uri": str(self.local_uri),
-            "remote_uri": str(self.remote_uri),
-            "remote_target": str(self.remote_target),
-            "local_contact": str(self.local_contact),
-            "route_set": [str(r) for r in self.route_set],
+            **cached[1],
+            "route_set": list(cached[2]),
             "local_cseq": self.local_cseq,
             "remote_cseq": self.remote_cseq,
             "is_uac": self.is_uac,

@@ -299,3 +299,22 @@ def test_from_dict_refuses_a_non_sip_target() -> None:
     data["remote_target"] = "tel:+15551234"
     with pytest.raises(ValueError):
         Dialog.from_dict(data)
+
+
+def test_snapshots_follow_target_refreshes_and_route_sets() -> None:
+    """to_dict keeps the text of the addresses between snapshots; a refresh still shows."""
+    d = Dialog.uac(invite(), answer(invite()))
+    first = d.to_dict()
+    assert d.to_dict() == first
+    d.accept_request(in_dialog("UPDATE", 11, from_tag=d.remote_tag, to_tag=d.local_tag,
+                               contact="<sip:moved@192.0.2.77>"))  # fmt: skip
+    moved = d.to_dict()
+    assert moved["remote_target"] == "sip:moved@192.0.2.77"
+    assert moved["remote_cseq"] == 11
+    invite_again, _ = d.create_request("INVITE", VIA)
+    d.state = DialogState.EARLY  # as if the first 2xx were still to come: it sets the routes
+    d.accept_response(invite_again, answer(invite_again, record_routes=RRS))
+    routed = d.to_dict()
+    assert routed["route_set"] == list(reversed(RRS))
+    routed["route_set"].append("<sip:mine@x>")  # a snapshot is the caller's to change
+    assert d.to_dict()["route_set"] == list(reversed(RRS))
