@@ -42,7 +42,13 @@ class MessageCounter(Collector):
         registry.register(self)
 
     def labels(self, *values: str, **by_name: str) -> _MessageCount:
-        key = values or tuple(by_name[n] for n in self.labelnames)
+        if by_name:
+            # By name: exactly the label names, as prometheus_client's Counter insists.
+            if values or by_name.keys() != set(self.labelnames):
+                raise ValueError(f"{self.name} takes labels {self.labelnames}, got {by_name}")
+            key = tuple(by_name[n] for n in self.labelnames)
+        else:
+            key = values
         if len(key) != len(self.labelnames):
             raise ValueError(f"{self.name} takes labels {self.labelnames}, got {key}")
         self.counts.setdefault(key, 0)

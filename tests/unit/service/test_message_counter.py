@@ -30,6 +30,16 @@ def test_wrong_label_count_is_refused() -> None:
         counter.labels("INVITE", "in")
 
 
+def test_wrong_label_names_are_refused_as_prometheus_client_does() -> None:
+    counter = MessageCounter("z_messages", "messages", ["method", "direction"], CollectorRegistry())
+    with pytest.raises(ValueError, match="takes labels"):
+        counter.labels(method="INVITE", direction="in", code="200")
+    with pytest.raises(ValueError, match="takes labels"):
+        counter.labels(method="INVITE")
+    with pytest.raises(ValueError, match="takes labels"):
+        counter.labels("INVITE", direction="in")
+
+
 def test_exposition_of_the_service_metrics() -> None:
     metrics = Metrics()
     metrics.sip_responses.labels("INVITE", "183", "out").inc()
