@@ -396,7 +396,7 @@ class Focus:
             phase=Phase.MRFP_PENDING,
             created_at=self._now_wall,
         )
-        conf.participants[pid] = part
+        conf.add(part)
         return part
 
     def _mrfp_target(self, conf: Conference) -> SipUri:
@@ -1123,7 +1123,7 @@ class Focus:
             self._end_conference(conf, now, out)
 
     def _forget_participant(self, conf: Conference, part: Participant) -> None:
-        del conf.participants[part.id]
+        conf.forget(part.id)
         entry = (conf.id, part.id)
         if part.dialog is not None and self._by_dialog.get(self._dialog_key(part.dialog)) == entry:
             del self._by_dialog[self._dialog_key(part.dialog)]

@@ -190,6 +190,28 @@ class Conference:
         part.phase = Phase.GONE
         self._sync().pop(part.id, None)
 
+    def add(self, part: Participant) -> None:
+        """A new participant (what the focus calls; `participants` may also be filled
+        directly, `present()` then catches up)."""
+        live = self._sync()
+        self.participants[part.id] = part
+        if part.phase is not Phase.GONE:
+            live[part.id] = part
+        self._seen = len(self.participants)
+        self._last = part.id
+
+    def forget(self, participant_id: str) -> None:
+        """Drop a participant from memory altogether. Through here, not `del`, so that
+        `present()` need not look at every participant again: at a steady rate of joins a
+        conference holds many gone participants (for 64*T1 each), and one is forgotten as
+        often as one joins."""
+        live = self._sync()
+        del self.participants[participant_id]
+        live.pop(participant_id, None)
+        participants = self.participants
+        self._seen = len(participants)
+        self._last = next(reversed(participants)) if participants else None
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "id": self.id,

@@ -84,6 +84,30 @@ def test_present_after_a_participant_is_forgotten_and_another_joins_unlooked() -
     assert [p.id for p in conf.present()] == ["p2", "p3", "p4", "p5"]
 
 
+def test_joins_and_forgets_at_a_steady_rate_never_recount_everyone() -> None:
+    """At a steady join rate the focus forgets one gone participant as often as one joins,
+    with thousands of gone ones still held: `add`/`forget` keep the live set as they go, so
+    the count is never rebuilt from every participant (white box: the same live-set object
+    throughout), and it stays right."""
+    rng = random.Random(3312)
+    conf = _conference()
+    gone: list[str] = []
+    conf.present_count()
+    live_set = conf._live
+    for n in range(3000):
+        conf.add(_participant(n))
+        if rng.random() < 0.9:
+            part = rng.choice(conf.present())
+            conf.mark_gone(part)
+            gone.append(part.id)
+        if len(gone) > 500:
+            conf.forget(gone.pop(0))
+        if n % 97 == 0:
+            expected = [p for p in conf.participants.values() if p.phase is not Phase.GONE]
+            assert conf.present() == expected and conf.present_count() == len(expected)
+    assert conf._live is live_set
+
+
 def test_trust_is_decided_per_host_and_follows_the_configured_networks() -> None:
     from app.service.focus_service import FocusService
 
