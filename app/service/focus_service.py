@@ -221,7 +221,7 @@ class FocusService:
             invite_txn = self.endpoint.layer.find_invite_for_cancel(request)
             self._run(self.focus.on_cancel(request, txn, invite_txn, now, wall))
             return
-        if request.method == "INVITE" and request.to.tag is None:
+        if request.method == "INVITE" and request.to.tag is None and self.metrics is not None:
             self._invite_started[request.call_id] = now
         self._run(self.focus.on_request(request, txn, now, wall))
 
@@ -304,9 +304,10 @@ class FocusService:
     def _count_response(self, response: Response) -> None:
         if self.metrics is not None:
             self._count_status(response, "out")
-            if response.status == 200 and response.cseq.method == "INVITE":
+            if response.status >= 200 and response.cseq.method == "INVITE":
+                # Every final answer ends the wait (refusals too, or they would pile up).
                 started = self._invite_started.pop(response.call_id, None)
-                if started is not None:
+                if started is not None and response.status < 300:
                     self.metrics.join_latency.observe(self._now() - started)
 
     def _count_request(self, method: str, direction: str) -> None:
