@@ -113,7 +113,9 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
         )
         if ready is not None:
             ready.set()
-        await api_task
+        # Shielded: a stop (SIGTERM cancels this task) must not cancel the server mid-way;
+        # it is asked to exit below and finishes its lifespan cleanly.
+        await asyncio.shield(api_task)
     finally:
         server.should_exit = True
         with suppress(Exception):

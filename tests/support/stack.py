@@ -201,9 +201,13 @@ def esl_api(host: str, port: int, password: str, command: str, timeout: float = 
                 return body.decode(errors="replace")
 
 
-def start_builtin_mrfp(log_dir: Path, rtp_ports: int = 40) -> tuple[Process, int, int]:
+def start_builtin_mrfp(
+    log_dir: Path, rtp_ports: int = 40, media_timeout: float | None = None
+) -> tuple[Process, int, int]:
+    """`media_timeout` 0 keeps members that send no RTP (SIPp UEs) for good."""
     sip_port, esl_port = free_port(), free_port()
     rtp = free_port_range(rtp_ports)
+    timeout = [] if media_timeout is None else ["--media-timeout", str(media_timeout)]
     process = _start(
         "mrfp",
         [
@@ -212,6 +216,7 @@ def start_builtin_mrfp(log_dir: Path, rtp_ports: int = 40) -> tuple[Process, int
             "--esl-host", "127.0.0.1", "--esl-port", str(esl_port),
             "--esl-password", "ClueCon",
             "--rtp-host", "127.0.0.1", "--rtp-ports", f"{rtp}-{rtp + rtp_ports - 1}",
+            *timeout,
         ],
         log_dir,
     )  # fmt: skip
@@ -298,11 +303,12 @@ def start_stack(
     sip_options: Mapping[str, object] | None = None,
     log_level: str = "INFO",
     rtp_ports: int = 40,
+    media_timeout: float | None = None,
 ) -> Stack:
     """Start both processes; `factory_uris` replaces the default list (e.g. add one by IP);
     `database_url` (e.g. a PostgreSQL one) replaces the SQLite file in `tmp`; `sip_options`
-    add to the [sip] section."""
-    mrfp, mrfp_sip, esl = start_builtin_mrfp(tmp, rtp_ports)
+    add to the [sip] section; `media_timeout` is the media processor's (0: never)."""
+    mrfp, mrfp_sip, esl = start_builtin_mrfp(tmp, rtp_ports, media_timeout)
     sip_port, api_port = free_port(), free_port()
     database = tmp / "mrfc.sqlite3"
     config = tmp / "mrfc.toml"
