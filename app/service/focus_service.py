@@ -332,13 +332,13 @@ class FocusService:
         old = self._timers.pop(key, None)
         if old is not None:
             old.cancel()
-        loop = self.endpoint.event_loop()
+        # A bound method and its argument rather than a closure: one timer per participant
+        # lives for 64*T1 (the prune), and a closure is three more objects for the collector.
+        self._timers[key] = self.endpoint.event_loop().call_at(at, self._fire, key)
 
-        def fire() -> None:
-            self._timers.pop(key, None)
-            self._run(self.focus.on_timer(key, self._now(), self._wall()))
-
-        self._timers[key] = loop.call_at(at, fire)
+    def _fire(self, key: tuple[str, ...]) -> None:
+        self._timers.pop(key, None)
+        self._run(self.focus.on_timer(key, self._now(), self._wall()))
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = self.endpoint.event_loop().create_task(coro)
