@@ -61,16 +61,46 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def gc_seconds(stack: Stack) -> float:
-    """Seconds the MRFC-AS has spent in garbage collections (its mrfc_gc_pause_seconds)."""
+def gc_pauses(stack: Stack) -> dict[str, float]:
+    """The MRFC-AS's mrfc_gc_pause_seconds samples, summed over generations: `sum`, and the
+    cumulative bucket counts by their `le` bound."""
     import httpx
 
     text = httpx.get(f"{stack.api}/metrics", timeout=10).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("mrfc_gc_pause_seconds_sum")
-    )
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("mrfc_gc_pause_seconds_sum"):
+            key = "sum"
+        elif line.startswith("mrfc_gc_pause_seconds_bucket"):
+            key = line.split('le="', 1)[1].split('"', 1)[0]
+        else:
+            continue
+        samples[key] = samples.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return samples
+
+
+def gc_seconds(stack: Stack) -> float:
+    """Seconds the MRFC-AS has spent in garbage collections."""
+    return gc_pauses(stack).get("sum", 0.0)
+
+
+def longest_pause(before: dict[str, float], after: dict[str, float]) -> str:
+    """The bucket bound of the longest collection between two samplings."""
+    total = after.get("+Inf", 0.0) - before.get("+Inf", 0.0)
+    if total <= 0:
+        return "none"
+    bounds = sorted((float(k), k) for k in after if k not in ("sum", "+Inf"))
+    for value, key in bounds:
+        if after[key] - before.get(key, 0.0) >= total:
+            return f"<= {value * 1000:g} ms"
+    return f"> {bounds[-1][0] * 1000:g} ms" if bounds else "?"
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def rtt_samples(work: Path) -> list[tuple[float, float]]:
@@ -106,7 +136,8 @@ def run_rate(
         "-key", "ue_user", "joiner",
     ]  # fmt: skip
     pid = stack.mrfc.proc.pid
-    cpu0, gc0 = cpu_seconds(pid), gc_seconds(stack)
+    cpu0, pauses0 = cpu_seconds(pid), gc_pauses(stack)
+    gc0 = pauses0.get("sum", 0.0)
     mid: tuple[tuple[float, float], float] | None = None
     with (work / "stdout.log").open("wb") as out:
         sipp = subprocess.Popen(args, cwd=work, stdout=out, stderr=subprocess.STDOUT)
@@ -121,7 +152,12 @@ def run_rate(
     # The database writer writes behind (a batch every 50 ms): let it write the last changes
     # of this run, so their cost is counted here and not in the next rate's figure.
     time.sleep(0.5)
-    cpu1, gc1 = cpu_seconds(pid), gc_seconds(stack)
+    cpu1, pauses1 = cpu_seconds(pid), gc_pauses(stack)
+    gc1 = pauses1.get("sum", 0.0)
+    tail = (
+        f"; longest collection {longest_pause(pauses0, pauses1)}, "
+        f"MRFC-AS memory {rss_mb(pid):.0f} MB"
+    )
     samples = rtt_samples(work)
     if len(samples) < 2:
         return f"rate {rate}/s: no completed joins (sipp exit {returncode}), see {work}"
@@ -145,7 +181,7 @@ def run_rate(
         return head + (
             f"MRFC-AS CPU {total:.2f} ms per join (join + leave, all threads; event loop "
             f"{loop:.2f} ms, database writer + ESL reader {total - loop:.2f} ms; garbage "
-            f"collector {gc_ms:.2f} ms)"
+            f"collector {gc_ms:.2f} ms){tail}"
         )
     join_total, join_loop = per_join(cpu0, mid[0])
     leave_total, leave_loop = per_join(mid[0], cpu1)
@@ -153,7 +189,7 @@ def run_rate(
         f"MRFC-AS CPU per join {join_total:.2f} ms (event loop {join_loop:.2f} ms, garbage "
         f"collector {(mid[1] - gc0) * 1000.0 / joins:.2f} ms), per leave {leave_total:.2f} ms "
         f"(event loop {leave_loop:.2f} ms, garbage collector "
-        f"{(gc1 - mid[1]) * 1000.0 / joins:.2f} ms); conference grew to {joins + 1}"
+        f"{(gc1 - mid[1]) * 1000.0 / joins:.2f} ms); conference grew to {joins + 1}{tail}"
     )
 
 
@@ -188,8 +224,9 @@ def bench_sipp(rates: list[int], seconds: float, split_rate: int = 0) -> None:
         wait_for(lambda: stack.query("select uri from conferences"), what="the conference")
         ((uri,),) = stack.query("select uri from conferences")
         conf_user = uri.removeprefix("sip:").split("@")[0]
-        for rate in rates:
-            print(run_rate(stack, conf_user, rate, seconds, tmp / f"rate-{rate}"), flush=True)
+        for n, rate in enumerate(rates):
+            work = tmp / f"run-{n}-rate-{rate}"
+            print(run_rate(stack, conf_user, rate, seconds, work), flush=True)
         if split_rate:
             # Half as long: the conference grows to split_rate * seconds / 2 participants.
             work = tmp / f"split-{split_rate}"
