@@ -131,6 +131,13 @@ class Metrics:
             registry=r,
         )
 
+        self.gc_collected = Counter(
+            "mrfc_gc_collected_objects",
+            "Objects the garbage collector found unreachable (reference cycles), by generation",
+            ["generation"],
+            registry=r,
+        )
+
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition format and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
