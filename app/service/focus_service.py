@@ -34,6 +34,7 @@ from app.focus.media import MediaEvent, NodeConnectionChanged
 from app.mrfp.pool import MrfpPool
 from app.mrfp.port import MrfpError, MrfpUnavailable
 from app.net.endpoint import SipEndpoint, random_hex
+from app.net.gc_freeze import GcFreezer
 from app.service.control import (
     ConferenceNotFoundError,
     ConflictError,
@@ -57,7 +58,7 @@ PERSIST_WAIT = 10.0
 # gc.set_threshold: young collections every 7000 net allocations (default 700), see _tune_gc.
 GC_THRESHOLDS = (7000, 10, 10)
 # What has lived this long (seconds) is frozen out of the garbage collector's walks, and how
-# often everything is walked once, to take back reference cycles among it (see _freeze_old).
+# often everything is walked once, to take back reference cycles among it (see GcFreezer).
 GC_FREEZE_INTERVAL = 1.0
 GC_FULL_SWEEP_INTERVAL = 3600.0
 # Source hosts whose trust is remembered before the memory starts over.
@@ -121,8 +122,7 @@ class FocusService:
         self._request_counters: dict[tuple[str, str], Any] = {}
         self._response_counters: dict[tuple[str, int, str], Any] = {}
         self._gc_timer: GcPauseTimer | None = None
-        self._freezing: asyncio.TimerHandle | None = None
-        self._next_sweep = 0.0
+        self._freezer: GcFreezer | None = None
         endpoint.user = self
         # Untrusted requests are refused before any transaction exists: "drop" stays silent
         # (no 100 Trying) and a flood of them leaves no transaction state behind.
@@ -135,43 +135,15 @@ class FocusService:
         if self.metrics is not None:
             self._gc_timer = GcPauseTimer(self.metrics)
             gc.callbacks.append(self._gc_timer)
-        loop = self.endpoint.event_loop()
-        self._next_sweep = loop.time() + GC_FULL_SWEEP_INTERVAL
-        self._freezing = loop.call_later(GC_FREEZE_INTERVAL, self._freeze_old)
+        self._freezer = GcFreezer(GC_FREEZE_INTERVAL, GC_FULL_SWEEP_INTERVAL)
+        self._freezer.start(self.endpoint.event_loop())
         await self.pool.start(self._on_media_event)
-
-    def _freeze_old(self) -> None:
-        """Every GC_FREEZE_INTERVAL: what was made before now leaves the collector's walks.
-
-        What outlives a second here is state that reference counting frees in its own time:
-        transactions absorbing retransmissions and gone participants, kept 64*T1 (RFC 3261
-        §17). At 200 joins/s that is some 700k objects, and the collector's older generations
-        walked them again and again: 50 ms pauses every few seconds and a 0.3 s one about every
-        minute, setting p99 INVITE-to-200 at 0.3-1 s. Those walks found nothing: over 12,000
-        joins the collector met 56 objects in reference cycles. Frozen objects are still freed
-        when their last reference goes; only a cycle among them waits for the full sweep, one
-        walk of everything every GC_FULL_SWEEP_INTERVAL (`gc.unfreeze`, `gc.collect`).
-        """
-        loop = self.endpoint.event_loop()
-        if loop.time() >= self._next_sweep:
-            started = time.perf_counter()
-            gc.unfreeze()
-            found = gc.collect()
-            log.info(
-                "garbage collector: full sweep in %.0f ms, %d objects in reference cycles",
-                (time.perf_counter() - started) * 1000,
-                found,
-            )
-            self._next_sweep = loop.time() + GC_FULL_SWEEP_INTERVAL
-        gc.freeze()
-        self._freezing = loop.call_later(GC_FREEZE_INTERVAL, self._freeze_old)
 
     async def stop(self) -> None:
         if self._gc_timer is not None and self._gc_timer in gc.callbacks:
             gc.callbacks.remove(self._gc_timer)
-        if self._freezing is not None:
-            self._freezing.cancel()
-            self._freezing = None
+        if self._freezer is not None:
+            self._freezer.stop()
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
@@ -503,20 +475,14 @@ class GcPauseTimer:
 
 
 def _tune_gc() -> None:
-    """Keep the cyclic garbage collector's cost per join small.
+    """Keep the cyclic garbage collector's cost per join small (with GcFreezer, which freezes
+    what start-up built and, from then on, whatever lives longer than a second).
 
-    - What was built before serving (modules, classes, settings, the API app) lives as long
-      as the process: frozen out of the collector (`gc.freeze`), full collections no longer
-      walk it. With some 125k such objects each full collection took about 60-115 ms.
-    - A join makes a few thousand short-lived objects (parsed messages, SDP, snapshots). With
-      the default first threshold (700) many were still alive at a young collection and got
-      promoted, so full collections came every few seconds at 100 joins/s. A larger first
-      threshold lets them die young. Measured at 100 joins/s over 20 s: time in the collector
-      1.22 s -> 0.32 s (0.6 -> 0.16 ms per join), p99 INVITE-to-200 232 -> 36 ms.
-    What is garbage now is collected first so that freezing keeps none of it.
+    A join makes a few thousand short-lived objects (parsed messages, SDP, snapshots). With
+    the default first threshold (700) many were still alive at a young collection and got
+    promoted. A larger first threshold lets them die young. Measured at 100 joins/s over
+    20 s: time in the collector 1.22 s -> 0.32 s (0.6 -> 0.16 ms per join).
     """
-    gc.collect()
-    gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
 
 

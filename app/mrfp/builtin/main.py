@@ -25,6 +25,7 @@ from app.mrfp.builtin.engine import EngineEvent, MediaEngine
 from app.mrfp.builtin.esl_server import EslServer
 from app.mrfp.builtin.sip_side import SipSide
 from app.net.endpoint import SipEndpoint
+from app.net.gc_freeze import GcFreezer
 from app.net.transport import SipTransport
 
 log = logging.getLogger("mrfp.builtin")
@@ -83,6 +84,7 @@ async def run(args: argparse.Namespace, stop: asyncio.Event | None = None) -> No
         )
     )
     side: SipSide | None = None
+    freezer: GcFreezer | None = None
 
     def on_media(event: EngineEvent) -> None:
         if side is not None:
@@ -101,6 +103,9 @@ async def run(args: argparse.Namespace, stop: asyncio.Event | None = None) -> No
     try:
         await engine.start()
         await esl.start()
+        # Calls and transactions are held for 64*T1: kept out of the collector's walks.
+        freezer = GcFreezer()
+        freezer.start(asyncio.get_running_loop())
         print(
             f"ready sip={args.sip_host}:{transport.port} esl={args.esl_host}:{esl.port}",
             flush=True,
@@ -118,6 +123,8 @@ async def run(args: argparse.Namespace, stop: asyncio.Event | None = None) -> No
         await stop.wait()
         log.info("stopping: hanging up %d leg(s)", len(side.calls))
     finally:
+        if freezer is not None:
+            freezer.stop()
         await side.close()
         await esl.stop()
         await engine.stop()
