@@ -42,9 +42,11 @@ class GcFreezer:
         self._handle = loop.call_later(self.interval, self._tick)
 
     def stop(self) -> None:
+        """Stop ticking and give everything frozen back to the collector."""
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+            gc.unfreeze()
 
     def _tick(self) -> None:
         loop = self._loop
