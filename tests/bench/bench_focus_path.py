@@ -29,16 +29,21 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from app.focus.core import FocusConfig
 from app.focus.media import MemberAdded, MemberRemoved
 from app.mrfp.pool import MrfpPool
-from app.net.endpoint import SipEndpoint
 from app.net.transport import SipTransport
 from app.service.events import EventBus
 from app.service.focus_service import FocusService, _tune_gc
 from app.service.metrics import Metrics
+from tests.support.focus_service import (
+    FOCUS_HOST,
+    FOCUS_PORT,
+    CapturedUdp,
+    focus_config,
+    service_on_captured_udp,
+)
 
-FOCUS = ("127.0.0.1", 5070)
+FOCUS = (FOCUS_HOST, FOCUS_PORT)
 MRFP = ("127.0.0.1", 5080)
 UE_SDP = (
     "v=0\r\no=joiner 53655765 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -59,19 +64,6 @@ MRFP_SDP = (
     "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n"
     "a=rtcp:30001 IN IP4 127.0.0.1\r\n"
 )
-
-
-class CapturedUdp:
-    """Stands for the asyncio datagram transport: keeps what the focus sends."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, tuple[str, int]]] = []
-
-    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.sent.append((data, addr))
-
-    def close(self) -> None:
-        pass
 
 
 class ScriptedNode:
@@ -210,23 +202,18 @@ class Flow:
 
 
 async def run(joins: int, profile: str | None) -> None:
-    config = FocusConfig(
-        factory_uris=["sip:conf-factory1@mrfc1.home1.net"],
-        conference_domain="mrfc1.home1.net",
+    config = focus_config(
         local_contact=f"sip:mrfc@{FOCUS[0]}:{FOCUS[1]}",
         mrfp_uri={"mrfp1": f"sip:{MRFP[0]}:{MRFP[1]}"},
         participant_limit=joins + 10,
     )
-    transport = SipTransport(FOCUS[0], FOCUS[1], udp=True, tcp=False)
-    udp = CapturedUdp()
-    transport._udp = udp  # type: ignore[assignment]
-    endpoint = SipEndpoint(transport, FOCUS[0], FOCUS[1])
-    transport.on_message = endpoint.receive
-    pool = MrfpPool([ScriptedNode()])  # type: ignore[list-item]
     changes: list[Any] = []
-    bus = EventBus()
-    service = FocusService(
-        config, endpoint, pool, bus=bus, metrics=Metrics(), persist=changes.append
+    transport, udp, endpoint, service = service_on_captured_udp(
+        config,
+        MrfpPool([ScriptedNode()]),  # type: ignore[list-item]
+        bus=EventBus(),
+        metrics=Metrics(),
+        persist=changes.append,
     )
     flow = Flow(transport, udp, service)
     _tune_gc()  # as FocusService.start does

@@ -10,15 +10,10 @@ import weakref
 import pytest
 
 import app.service.focus_service as focus_service
-from app.focus.core import FocusConfig
 from app.mrfp.pool import MrfpPool
 from app.net.endpoint import SipEndpoint
 from app.service.focus_service import FocusService
-
-
-class _NoTransport:
-    def send(self, message: object, dest: object) -> None:
-        raise AssertionError("nothing is sent")
+from tests.support.focus_service import NoTransport, focus_config
 
 
 class _Node:
@@ -33,13 +28,8 @@ async def test_old_objects_are_frozen_and_frozen_cycles_still_collected(
 ) -> None:
     monkeypatch.setattr(focus_service, "GC_FREEZE_INTERVAL", 0.05)
     monkeypatch.setattr(focus_service, "GC_FULL_SWEEP_INTERVAL", 0.5)
-    config = FocusConfig(
-        factory_uris=["sip:conf-factory1@mrfc1.home1.net"],
-        conference_domain="mrfc1.home1.net",
-        local_contact="sip:mrfc@127.0.0.1:5070",
-        mrfp_uri={"mrfp1": "sip:127.0.0.1:5080"},
-    )
-    service = FocusService(config, SipEndpoint(_NoTransport(), "127.0.0.1", 5070), MrfpPool([]))
+    endpoint = SipEndpoint(NoTransport(), "127.0.0.1", 5070)
+    service = FocusService(focus_config(), endpoint, MrfpPool([]))
     thresholds = gc.get_threshold()
     await service.start()
     try:

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import gc
 
-from app.focus.core import FocusConfig
 from app.mrfp.pool import MrfpPool
 from app.net.endpoint import SipEndpoint
 from app.service.focus_service import FocusService
 from app.service.metrics import Metrics
-
-
-class _NoTransport:
-    def send(self, message: object, dest: object) -> None:
-        raise AssertionError("nothing is sent")
+from tests.support.focus_service import NoTransport, focus_config
 
 
 def _collections(metrics: Metrics, generation: int) -> float:
@@ -24,15 +19,9 @@ def _collections(metrics: Metrics, generation: int) -> float:
 
 
 async def test_collections_are_timed_between_start_and_stop() -> None:
-    config = FocusConfig(
-        factory_uris=["sip:conf-factory1@mrfc1.home1.net"],
-        conference_domain="mrfc1.home1.net",
-        local_contact="sip:mrfc@127.0.0.1:5070",
-        mrfp_uri={"mrfp1": "sip:127.0.0.1:5080"},
-    )
     metrics = Metrics()
-    endpoint = SipEndpoint(_NoTransport(), "127.0.0.1", 5070)
-    service = FocusService(config, endpoint, MrfpPool([]), metrics=metrics)
+    endpoint = SipEndpoint(NoTransport(), "127.0.0.1", 5070)
+    service = FocusService(focus_config(), endpoint, MrfpPool([]), metrics=metrics)
     gc.collect()
     assert _collections(metrics, 2) == 0
     thresholds = gc.get_threshold()

@@ -2,23 +2,8 @@
 
 from __future__ import annotations
 
-from app.focus.core import FocusConfig
-from app.mrfp.pool import MrfpPool
-from app.net.endpoint import SipEndpoint
-from app.net.transport import SipTransport
-from app.service.focus_service import FocusService
 from app.service.metrics import Metrics
-
-
-class _Captured:
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.sent.append(data)
-
-    def close(self) -> None:
-        pass
+from tests.support.focus_service import focus_config, service_on_captured_udp
 
 
 def _invite(n: int, user: str) -> bytes:
@@ -35,21 +20,10 @@ def _invite(n: int, user: str) -> bytes:
 
 
 async def test_refused_invites_leave_no_start_time_behind() -> None:
-    config = FocusConfig(
-        factory_uris=["sip:conf-factory1@mrfc1.home1.net"],
-        conference_domain="mrfc1.home1.net",
-        local_contact="sip:mrfc@127.0.0.1:5070",
-        mrfp_uri={"mrfp1": "sip:127.0.0.1:5080"},
-    )
-    transport = SipTransport("127.0.0.1", 5070, udp=True, tcp=False)
-    udp = _Captured()
-    transport._udp = udp  # type: ignore[assignment]
-    endpoint = SipEndpoint(transport, "127.0.0.1", 5070)
-    transport.on_message = endpoint.receive
-    service = FocusService(config, endpoint, MrfpPool([]), metrics=Metrics())
+    transport, udp, endpoint, service = service_on_captured_udp(focus_config(), metrics=Metrics())
     for n in range(20):  # to conferences that do not exist: 404 each
         transport._datagram(_invite(n, f"conf-nosuch{n}"), ("127.0.0.1", 7000))
-    finals = [d for d in udp.sent if d.startswith(b"SIP/2.0 404")]
+    finals = [d for d, _ in udp.sent if d.startswith(b"SIP/2.0 404")]
     assert len(finals) == 20
     assert service._invite_started == {}
     endpoint.close()
