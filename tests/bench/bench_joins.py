@@ -8,15 +8,23 @@
    every thread of the process (the event loop; the database writer, which writes changes
    behind in batches, and the ESL reader of the media processor's events), the join and the
    leave, divided by the joins completed. The media processor and SIPp are not counted.
-2. In-process, on the sans-IO focus: a conference of 100 participants with 100 subscriptions;
+2. Capacity of one core: the same, with the MRFC-AS (all its threads) on a CPU of its own and
+   the media processor and SIPp on the others, at rates that fill that CPU. Prints the MRFC-AS's
+   CPU per join + leave there, how busy its CPU was, and what that makes per core. On this kind
+   of machine the figure depends on load: a process that sleeps between messages wakes with
+   cold caches and runs the same code 2-3x slower (bench_focus_path.py --idle-gap shows it), so
+   the figures at 50-200 joins/s in part 1 are higher than at saturation.
+3. In-process, on the sans-IO focus: a conference of 100 participants with 100 subscriptions;
    the time from one join (or leave) until every subscriber's NOTIFY exists, each serialized.
 
     .venv/bin/python tests/bench/bench_joins.py [--rates 50,100,200] [--seconds 5]
+        [--capacity-rates 400,500,600]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -115,11 +123,20 @@ def rtt_samples(work: Path) -> list[tuple[float, float]]:
 
 
 def run_rate(
-    stack: Stack, conf_user: str, rate: int, seconds: float, work: Path, *, split: bool = False
+    stack: Stack,
+    conf_user: str,
+    rate: int,
+    seconds: float,
+    work: Path,
+    *,
+    split: bool = False,
+    core: bool = False,
 ) -> str:
     """Offer `rate` joins/s for `seconds`. Each joiner leaves 200 ms after joining; with
     `split`, only once every joiner has joined (the conference grows to rate*seconds), so
-    that the CPU of the joins and of the leaves are measured apart."""
+    that the CPU of the joins and of the leaves are measured apart. With `core` (the MRFC-AS
+    alone on one CPU), also how busy that CPU was while the joiners ran, and the joins + leaves
+    per second one core would carry at this CPU cost."""
     calls = max(1, int(rate * seconds))
     hold_ms = int((seconds + 4) * 1000) if split else 200
     work.mkdir(parents=True)
@@ -140,6 +157,7 @@ def run_rate(
     gc0 = pauses0.get("sum", 0.0)
     mid: tuple[tuple[float, float], float] | None = None
     with (work / "stdout.log").open("wb") as out:
+        started = time.monotonic()
         sipp = subprocess.Popen(args, cwd=work, stdout=out, stderr=subprocess.STDOUT)
         if split:
             # Every joiner in (or the joining phase long over): the leaves have not begun.
@@ -149,6 +167,7 @@ def run_rate(
             time.sleep(0.3)  # the last joiners' ESL add-member and database writes
             mid = cpu_seconds(pid), gc_seconds(stack)
         returncode = sipp.wait()
+        busy = (cpu_seconds(pid)[1] - cpu0[1]) / (time.monotonic() - started)
     # The database writer writes behind (a batch every 50 ms): let it write the last changes
     # of this run, so their cost is counted here and not in the next rate's figure.
     time.sleep(0.5)
@@ -177,6 +196,11 @@ def run_rate(
     )
     total, loop = per_join(cpu0, cpu1)
     gc_ms = (gc1 - gc0) * 1000.0 / joins
+    if core:
+        tail = (
+            f"; its CPU {busy * 100:.0f}% busy, so one core carries ~{1000 / total:.0f} joins + "
+            f"leaves/s{tail}"
+        )
     if mid is None:
         return head + (
             f"MRFC-AS CPU {total:.2f} ms per join (join + leave, all threads; event loop "
@@ -193,23 +217,51 @@ def run_rate(
     )
 
 
-def bench_sipp(rates: list[int], seconds: float, split_rate: int = 0) -> None:
+def pin_to(pid: int, cpus: set[int]) -> None:
+    """Every thread of a process onto `cpus` (threads it starts later inherit it)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+            os.sched_setaffinity(int(tid), cpus)
+
+
+def bench_sipp(
+    rates: list[int], seconds: float, split_rate: int = 0, *, own_core: bool = False
+) -> None:
+    """Part 1; with `own_core`, part 2: the MRFC-AS on the first CPU this process may use,
+    everything else (this process, the media processor, SIPp) on the others."""
     if not sipp_available():
         print("sipp not installed: skipping the SIPp join benchmark")
         return
+    allowed = os.sched_getaffinity(0)
+    focus_cpu = min(allowed)
+    if own_core:
+        if len(allowed) < 2:
+            print("one CPU only: skipping the capacity run (the MRFC-AS needs a CPU of its own)")
+            return
+        # Children inherit this: the media processor and SIPp stay off the MRFC-AS's CPU.
+        os.sched_setaffinity(0, allowed - {focus_cpu})
+    try:
+        _bench_sipp(rates, seconds, split_rate, focus_cpu if own_core else None)
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
+def _bench_sipp(rates: list[int], seconds: float, split_rate: int, focus_cpu: int | None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-joins-"))
     most = max([*rates, split_rate])
     stack = start_stack(
         tmp / "stack",
-        max_participants=most * (int(seconds) + 10) + 10,
+        max_participants=min(10_000, most * (int(seconds) + 10) + 10),
         log_level="WARNING",
         # The SIPp UEs send no RTP: the media processor must not time the holder out.
         media_timeout=0,
-        rtp_ports=max(min(600, most * 2 + 100), 1100 if split_rate else 0),
+        rtp_ports=max(min(1400, most * 2 + 100), 1100 if split_rate else 0),
     )
     holder = None
     try:
         wait_for(lambda: "ready" in stack.mrfc.output(), what="MRFC-AS ready")
+        if focus_cpu is not None:
+            pin_to(stack.mrfc.proc.pid, {focus_cpu})
         holder = start_sipp(
             SCENARIOS / "uac_join_wait_bye.xml",
             tmp / "holder",
@@ -226,7 +278,8 @@ def bench_sipp(rates: list[int], seconds: float, split_rate: int = 0) -> None:
         conf_user = uri.removeprefix("sip:").split("@")[0]
         for n, rate in enumerate(rates):
             work = tmp / f"run-{n}-rate-{rate}"
-            print(run_rate(stack, conf_user, rate, seconds, work), flush=True)
+            core = focus_cpu is not None
+            print(run_rate(stack, conf_user, rate, seconds, work, core=core), flush=True)
         if split_rate:
             # The conference grows to split_rate * seconds / 2 participants, at most 500: more
             # would measure the built-in media processor's mixer, not the focus.
@@ -241,7 +294,7 @@ def bench_sipp(rates: list[int], seconds: float, split_rate: int = 0) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-# ============================================================ 2. NOTIFY fan-out =============
+# ============================================================ 3. NOTIFY fan-out =============
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 SDP = (
@@ -360,11 +413,20 @@ def main() -> None:
         help="offered joins/s of a last run whose joiners all join before any leaves "
         "(CPU of joins and of leaves apart); 0 to skip",
     )
+    parser.add_argument(
+        "--capacity-rates",
+        default="400,500",
+        help="offered joins/s of the runs with the MRFC-AS on a CPU of its own; '' to skip",
+    )
     parser.add_argument("--no-sipp", action="store_true", help="only the in-process figure")
     args = parser.parse_args()
     bench_fanout()
     if not args.no_sipp:
         bench_sipp([int(r) for r in args.rates.split(",")], args.seconds, args.split_rate)
+        if args.capacity_rates:
+            print("-- the MRFC-AS on a CPU of its own", flush=True)
+            capacity = [int(r) for r in args.capacity_rates.split(",")]
+            bench_sipp(capacity, args.seconds, own_core=True)
 
 
 if __name__ == "__main__":
