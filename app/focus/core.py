@@ -216,6 +216,22 @@ class Focus:
     def _via(self, uri: SipUri) -> str:
         return self.ids.via((uri.transport or "udp").upper())
 
+    @staticmethod
+    def _arm(
+        conf: Conference, part: Participant, kind: str, at: float, out: list[Action]
+    ) -> None:
+        """Set (or move) one of a participant's timers, remembering that it is armed."""
+        part.armed.add(kind)
+        out.append(SetTimer((kind, conf.id, part.id), at))
+
+    @staticmethod
+    def _disarm(conf: Conference, part: Participant, kind: str, out: list[Action]) -> None:
+        """Cancel one of a participant's timers if it is armed (nothing to do otherwise)."""
+        armed = part.armed
+        if kind in armed:
+            armed.discard(kind)
+            out.append(CancelTimer((kind, conf.id, part.id)))
+
     def _wall(self, now_wall: datetime | None) -> datetime:
         if now_wall is not None:
             self._now_wall = now_wall
@@ -562,7 +578,7 @@ class Focus:
             part.unacked_provisional = resp
             part.provisional_interval = self.config.t1
             part.provisional_deadline = now + 64 * self.config.t1
-            out.append(SetTimer(("100rel", conf.id, part.id), now + self.config.t1))
+            self._arm(conf, part, "100rel", now + self.config.t1, out)
         else:
             self._maybe_final(conf, part, now, out)
 
@@ -612,7 +628,7 @@ class Focus:
         # RFC 3261 §13.3.1.4: retransmit the 2xx (T1 doubling to T2) until the ACK.
         part.final_interval = self.config.t1
         part.final_deadline = now + 64 * self.config.t1
-        out.append(SetTimer(("2xx", conf.id, part.id), now + self.config.t1))
+        self._arm(conf, part, "2xx", now + self.config.t1, out)
 
     def _on_ack(self, request: Request, now: float, out: list[Action]) -> None:
         entry = self._by_dialog.get(_request_dialog_key(request))
@@ -623,7 +639,7 @@ class Focus:
         if conf is None or part is None:
             return
         if part.phase is Phase.ANSWERED:
-            out.append(CancelTimer(("2xx", conf.id, part.id)))
+            self._disarm(conf, part, "2xx", out)
             part.final_response = None
             self._connected(conf, part, now, out)
         elif part.pending_request is not None and part.pending_request.method == "INVITE":
@@ -639,9 +655,7 @@ class Focus:
         self._notify_change(conf, user_added(conf.info, part.aor), now, out)
         out.append(Changed("participant.joined", conf.id, part.id, part.snapshot(), part.aor))
         if part.session_expires is not None:
-            out.append(
-                SetTimer(("session", conf.id, part.id), now + _expiry_margin(part.session_expires))
-            )
+            self._arm(conf, part, "session", now + _expiry_margin(part.session_expires), out)
 
     def _user_of(self, part: Participant) -> User:
         media = Media(id="1", type="audio", status=MediaStatus.SENDRECV)
@@ -722,7 +736,7 @@ class Focus:
             out.append(self._respond(txn, request, 200, to_tag=tag))
             dialog.state = DialogState.TERMINATED
             if part.phase is not Phase.GONE:
-                out.append(SetTimer(("mrfp-gone", conf.id, part.id), now + MRFP_GONE_GRACE))
+                self._arm(conf, part, "mrfp-gone", now + MRFP_GONE_GRACE, out)
         elif request.method in ("UPDATE", "INVITE") and request.body:
             # The focus passes the UE's offers to the MRFP, never the other way round.
             out.append(self._respond(txn, request, 488, "Offers come from the focus", to_tag=tag))
@@ -809,7 +823,7 @@ class Focus:
             return
         part.dialog.accept_request(request)
         part.unacked_provisional = None
-        out.append(CancelTimer(("100rel", conf.id, part.id)))
+        self._disarm(conf, part, "100rel", out)
         if request.body and request.content_type == "application/sdp":
             # A new offer in the PRACK (RFC 3262 §5): renegotiate, answer in the PRACK's 200.
             self._on_offer(conf, part, request, txn, now, out)
@@ -834,7 +848,7 @@ class Focus:
             out.append(self._respond(txn, request, 491, to_tag=tag, headers=[("Retry-After", "1")]))
             return
         if request.method == "INVITE" and part.session_expires is not None:
-            out.append(CancelTimer(("session", conf.id, part.id)))
+            self._disarm(conf, part, "session", out)
         if not request.body:
             # A refresh without an offer (RFC 4028 §10): answer with the current session.
             self._answer_offer(conf, part, request, txn, now, out)
@@ -880,11 +894,7 @@ class Focus:
                 ("Require", "timer"),
             ]
             if part.phase is Phase.CONNECTED:
-                out.append(
-                    SetTimer(
-                        ("session", conf.id, part.id), now + _expiry_margin(part.session_expires)
-                    )
-                )
+                self._arm(conf, part, "session", now + _expiry_margin(part.session_expires), out)
         out.append(
             self._respond(
                 txn,
@@ -1011,6 +1021,7 @@ class Focus:
         part = conf.participants.get(key[2])
         if part is None or part.phase is Phase.GONE:
             return out
+        part.armed.discard(kind)  # fired: no longer armed unless set again below
         if kind == "100rel" and part.unacked_provisional is not None:
             if now >= part.provisional_deadline:
                 # RFC 3262 §3: no PRACK after 64*T1: reject the INVITE with a 5xx.
@@ -1018,7 +1029,7 @@ class Focus:
                 return out
             out.append(Respond(part.invite_txn, part.unacked_provisional))
             part.provisional_interval *= 2
-            out.append(SetTimer(key, now + part.provisional_interval))
+            self._arm(conf, part, kind, now + part.provisional_interval, out)
         elif kind == "2xx" and part.final_response is not None and part.phase is Phase.ANSWERED:
             if now >= part.final_deadline:
                 # RFC 3261 §13.3.1.4: no ACK: confirm and end the session with BYE.
@@ -1028,7 +1039,7 @@ class Focus:
                 return out
             out.append(Respond(None, part.final_response))
             part.final_interval = min(2 * part.final_interval, self.config.t2)
-            out.append(SetTimer(key, now + part.final_interval))
+            self._arm(conf, part, kind, now + part.final_interval, out)
         elif kind == "ring" and part.phase is Phase.DIALING:
             # Nobody answered: CANCEL; the 487 that follows ends the participant.
             log.info("dial-out to %s not answered; cancelling", part.aor)
@@ -1060,7 +1071,7 @@ class Focus:
             out.append(self._respond(part.invite_txn, part.invite, status, reason, to_tag=tag))
             part.invite_txn = None
         if part.unacked_provisional is not None:
-            out.append(CancelTimer(("100rel", conf.id, part.id)))
+            self._disarm(conf, part, "100rel", out)
             part.unacked_provisional = None
         self._remove_participant(conf, part, DisconnectionMethod.FAILED, now, out)
 
@@ -1085,8 +1096,10 @@ class Focus:
                 del self._by_invite[key]
         part.disconnection_method = method
         part.left_at = self._now_wall
-        for timer in ("100rel", "2xx", "session", "mrfp-gone", "ring"):
-            out.append(CancelTimer((timer, conf.id, part.id)))
+        armed = part.armed
+        if armed:
+            out.extend(CancelTimer((kind, conf.id, part.id)) for kind in sorted(armed))
+            armed.clear()
         if not mrfp_pending:
             self._bye_mrfp(conf, part, out)
         # Take the leaver out first, so the documents below describe the state after it left.
@@ -1554,7 +1567,7 @@ class Focus:
         )
         # The INVITE transaction waits as long as the user's phone rings (RFC 3261 §17.1.1.2):
         # the focus gives up after a while and cancels it (§9.1).
-        out.append(SetTimer(("ring", conf.id, part.id), now + self.config.ring_timeout))
+        self._arm(conf, part, "ring", now + self.config.ring_timeout, out)
         out.append(Changed("participant.dialing", conf.id, part.id, part.snapshot(), actor))
         return part
 
@@ -1577,7 +1590,7 @@ class Focus:
             return
         status = response.status
         if status >= 200:
-            out.append(CancelTimer(("ring", conf.id, part.id)))
+            self._disarm(conf, part, "ring", out)
         if status < 200:
             if status > 100 and part.refer_subscription:
                 self._refer_progress(

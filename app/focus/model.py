@@ -78,6 +78,9 @@ class Participant:
     left_at: datetime | None = None
     disconnection_method: DisconnectionMethod | None = None
     signalled_preconditions: bool = False
+    # Kinds of this participant's timers now armed ("100rel", "2xx", "session", "mrfp-gone",
+    # "ring"): what leaves is cancelled for these only, not for every kind there is.
+    armed: set[str] = field(default_factory=set, repr=False)
 
     @property
     def endpoint_entity(self) -> str:

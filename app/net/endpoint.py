@@ -108,8 +108,9 @@ class SipEndpoint:
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.transport = transport
-        self.local_host = local_host
-        self.local_port = local_port
+        self._local_host = local_host
+        self._local_port = local_port
+        self._hostport = f"{local_host}:{local_port}"  # every Via we send carries it
         self.layer = TransactionLayer(timers, auto_trying=auto_trying)
         self.user: TransactionUser | None = None
         # Asked about every request before the transaction layer sees it; False drops it
@@ -121,6 +122,27 @@ class SipEndpoint:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._clock = clock
+        # How deep `_run` is nested (a TU's answer goes out while its request is handled):
+        # the loop's timer is set again once, when the outermost returns.
+        self._depth = 0
+
+    @property
+    def local_host(self) -> str:
+        return self._local_host
+
+    @local_host.setter
+    def local_host(self, host: str) -> None:
+        self._local_host = host
+        self._hostport = f"{host}:{self._local_port}"
+
+    @property
+    def local_port(self) -> int:
+        return self._local_port
+
+    @local_port.setter
+    def local_port(self, port: int) -> None:
+        self._local_port = port
+        self._hostport = f"{self._local_host}:{port}"
 
     # -- ids --------------------------------------------------------------------------------
 
@@ -137,8 +159,7 @@ class SipEndpoint:
 
     def via(self, transport: str = "UDP") -> str:
         # RFC 3581: ask for rport so responses come back to the port we sent from.
-        hostport = f"{self.local_host}:{self.local_port}"
-        return f"SIP/2.0/{transport} {hostport};rport;branch={self.new_branch()}"
+        return f"SIP/2.0/{transport} {self._hostport};rport;branch={MAGIC_COOKIE}-{random_hex(8)}"
 
     # -- time -------------------------------------------------------------------------------
 
@@ -242,6 +263,15 @@ class SipEndpoint:
 
     def _run(self, outputs: list[Output]) -> None:
         user = self.user
+        self._depth += 1
+        try:
+            self._dispatch(outputs, user)
+        finally:
+            self._depth -= 1
+        if not self._depth:
+            self._reschedule()
+
+    def _dispatch(self, outputs: list[Output], user: TransactionUser | None) -> None:
         for out in outputs:
             try:
                 if isinstance(out, Transmit):
@@ -258,7 +288,6 @@ class SipEndpoint:
                     pass
             except Exception:
                 log.exception("handling %r failed", out)
-        self._reschedule()
 
     def close(self) -> None:
         if self._timer is not None:
