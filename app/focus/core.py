@@ -217,9 +217,7 @@ class Focus:
         return self.ids.via((uri.transport or "udp").upper())
 
     @staticmethod
-    def _arm(
-        conf: Conference, part: Participant, kind: str, at: float, out: list[Action]
-    ) -> None:
+    def _arm(conf: Conference, part: Participant, kind: str, at: float, out: list[Action]) -> None:
         """Set (or move) one of a participant's timers, remembering that it is armed."""
         part.armed.add(kind)
         out.append(SetTimer((kind, conf.id, part.id), at))
@@ -357,7 +355,8 @@ class Focus:
         part.ue_offer = strip_preconditions(offer)
         part.status = EndpointStatus.DIALING_IN
         self._by_dialog[self._dialog_key(part.dialog)] = (conf.id, part.id)
-        self._by_invite[(request.call_id, request.from_.tag)] = (conf.id, part.id)
+        part.invite_key = (request.call_id, request.from_.tag)
+        self._by_invite[part.invite_key] = (conf.id, part.id)
         self._invite_mrfp(conf, part, part.ue_offer, out)
 
     def _session_expires(self, request: Request, txn: object, out: list[Action]) -> int | None:
@@ -652,7 +651,8 @@ class Focus:
         part.status = EndpointStatus.MUTED_VIA_FOCUS if part.muted else EndpointStatus.CONNECTED
         part.joined_at = self._now_wall
         conf.info.users[part.aor] = self._user_of(part)
-        self._notify_change(conf, user_added(conf.info, part.aor), now, out)
+        if self._listening(conf):
+            self._notify_change(conf, user_added(conf.info, part.aor), now, out)
         out.append(Changed("participant.joined", conf.id, part.id, part.snapshot(), part.aor))
         if part.session_expires is not None:
             self._arm(conf, part, "session", now + _expiry_margin(part.session_expires), out)
@@ -1090,10 +1090,9 @@ class Focus:
         mrfp_pending = part.phase is Phase.MRFP_PENDING and part.mrfp_dialog is None
         conf.mark_gone(part)
         part.status = EndpointStatus.DISCONNECTED
-        if part.invite is not None and part.joining_method is not JoiningMethod.DIALED_OUT:
-            key = (part.invite.call_id, part.invite.from_.tag)
-            if self._by_invite.get(key) == (conf.id, part.id):
-                del self._by_invite[key]
+        key = part.invite_key
+        if key is not None and self._by_invite.get(key) == (conf.id, part.id):
+            del self._by_invite[key]
         part.disconnection_method = method
         part.left_at = self._now_wall
         armed = part.armed
@@ -1112,7 +1111,7 @@ class Focus:
         for sub in list(conf.subscriptions.values()):
             if sub.participant_id == part.id and not sub.terminated:
                 self._terminate_subscription(conf, sub, "noresource", now, out)
-        if was_connected and user is not None:
+        if was_connected and user is not None and self._listening(conf):
             change = user_removed(conf.info, user, method, self._now_wall, by=actor)
             self._notify_change(conf, change, now, out)
         out.append(Changed("participant.left", conf.id, part.id, part.snapshot(), actor))
@@ -1142,10 +1141,9 @@ class Focus:
             del self._by_dialog[self._dialog_key(part.dialog)]
         if part.mrfp_call_id is not None and self._by_mrfp_call.get(part.mrfp_call_id) == entry:
             del self._by_mrfp_call[part.mrfp_call_id]
-        if part.invite is not None:
-            invite_key = (part.invite.call_id, part.invite.from_.tag)
-            if self._by_invite.get(invite_key) == entry:
-                del self._by_invite[invite_key]
+        invite_key = part.invite_key
+        if invite_key is not None and self._by_invite.get(invite_key) == entry:
+            del self._by_invite[invite_key]
         for sub_id, sub in list(conf.subscriptions.items()):
             if sub.terminated and sub.participant_id == part.id:
                 del conf.subscriptions[sub_id]
@@ -1321,6 +1319,15 @@ class Focus:
             SendRequest(
                 notify, hop, LegContext("notify", conf.id, sub.participant_id, sub.id, notify)
             )
+        )
+
+    @staticmethod
+    def _listening(conf: Conference) -> bool:
+        """Whether anyone is subscribed to the conference's state: a change nobody receives
+        needs no partial document built."""
+        return any(
+            s.kind is SubscriptionKind.CONFERENCE and not s.terminated
+            for s in conf.subscriptions.values()
         )
 
     def _notify_change(

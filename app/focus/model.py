@@ -44,6 +44,9 @@ class Participant:
     dialog: Dialog | None = None
     invite: Request | None = None  # the UE's INVITE (dial-in) or ours (dial-out)
     invite_txn: object | None = None  # its server transaction while unanswered (dial-in)
+    # The dial-in INVITE's (Call-ID, From tag), kept apart from `invite`: the transaction
+    # layer drops a settled message's parsed headers, and reading them again re-parses.
+    invite_key: tuple[str, str | None] | None = None
     # The MRFP side (focus = UAC).
     mrfp_dialog: Dialog | None = None
     mrfp_invite: Request | None = None

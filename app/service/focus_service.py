@@ -266,7 +266,7 @@ class FocusService:
         self, response: Response, source: Address, txn: ClientTransaction | None
     ) -> None:
         if self.metrics is not None:
-            self._count_status(response, "in")
+            self._count_status(response.cseq.method, response.status, "in")
         now, wall = self._now(), self._wall()
         if txn is None:
             self._run(self.focus.on_stray_2xx(response, now))
@@ -300,14 +300,18 @@ class FocusService:
         self._handlers[type(action)](action)
 
     def _do_respond(self, action: Respond) -> None:
-        if self.metrics is not None:
-            self._count_response(action.response)
         txn = action.txn
         if isinstance(txn, ServerTransaction):
+            if self.metrics is not None:
+                # The request's method is the response's CSeq method (RFC 3261 §8.2.6.2),
+                # without parsing the CSeq of a response we built.
+                self._count_response(action.response, txn.request.method, txn.request)
             self.endpoint.send_response(txn, action.response)
         else:
             # A 2xx retransmission by the TU (RFC 3261 §13.3.1.4) after its transaction
             # moved on: straight to where the request came from.
+            if self.metrics is not None:
+                self._count_response(action.response, action.response.cseq.method, None)
             self.endpoint.send_response_stateless(action.response)
 
     def _do_send_request(self, action: SendRequest) -> None:
@@ -332,12 +336,13 @@ class FocusService:
     def _do_media(self, action: MediaCommand) -> None:
         self._spawn(self._media(action))
 
-    def _count_response(self, response: Response) -> None:
+    def _count_response(self, response: Response, method: str, request: Request | None) -> None:
         if self.metrics is not None:
-            self._count_status(response, "out")
-            if response.status >= 200 and response.cseq.method == "INVITE":
+            self._count_status(method, response.status, "out")
+            if response.status >= 200 and method == "INVITE":
                 # Every final answer ends the wait (refusals too, or they would pile up).
-                started = self._invite_started.pop(response.call_id, None)
+                call_id = (request or response).call_id  # the request's is parsed already
+                started = self._invite_started.pop(call_id, None)
                 if started is not None and response.status < 300:
                     self.metrics.join_latency.observe(self._now() - started)
 
@@ -349,8 +354,8 @@ class FocusService:
             counter = self._request_counters[key] = self.metrics.sip_requests.labels(*key)
         counter.inc()
 
-    def _count_status(self, response: Response, direction: str) -> None:
-        key = (response.cseq.method, response.status, direction)
+    def _count_status(self, method: str, status: int, direction: str) -> None:
+        key = (method, status, direction)
         counter = self._response_counters.get(key)
         if counter is None:
             assert self.metrics is not None
