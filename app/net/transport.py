@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from app.sip.address import Address
 from app.sip.errors import ParseError
@@ -52,6 +53,8 @@ log = logging.getLogger(__name__)
 Message = Request | Response
 MessageHandler = Callable[[Message, Address], None]
 Resolver = Callable[[str], Awaitable[str]]
+
+_SOURCES_MAX = 1024
 
 
 @dataclass(eq=False)
@@ -114,6 +117,8 @@ class SipTransport:
         self._connecting: dict[tuple[str, int], asyncio.Task[_Connection | None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_id = 1
+        # Source addresses of datagrams -> their Address (see _datagram).
+        self._sources: dict[tuple[Any, ...], Address] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -217,7 +222,7 @@ class SipTransport:
             return
         try:
             self._udp.sendto(data, (host, port))
-            self._count("sent")
+            self.stats["sent"] += 1
         except (OSError, ValueError, TypeError) as exc:  # e.g. an IPv6 peer on an IPv4 socket
             self._count("send_errors")
             log.warning("UDP send to %s:%d failed: %s", host, port, exc)
@@ -298,9 +303,16 @@ class SipTransport:
 
     # -- receiving --------------------------------------------------------------------------
 
-    def _datagram(self, data: bytes, addr: tuple[str, int]) -> None:
-        source = Address("UDP", addr[0], addr[1])
-        self._count("received_datagrams")
+    def _datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        # The same few peers (CSCFs, media processors, UEs) send datagram after datagram:
+        # their Address (immutable) is made once, not for every datagram.
+        source = self._sources.get(addr)
+        if source is None:
+            source = Address("UDP", str(addr[0]), int(addr[1]))
+            if len(self._sources) >= _SOURCES_MAX:
+                self._sources.clear()  # bounded; the busy peers come back at once
+            self._sources[addr] = source
+        self.stats["received_datagrams"] += 1
         if len(data) <= 4 and not data.strip(b"\r\n"):
             return  # keep-alive: CRLF or CRLFCRLF (RFC 5626 §4.4.1)
         try:
@@ -338,8 +350,10 @@ class SipTransport:
             if isinstance(message, Request):
                 validate_request(message)
                 stamp_received(message, source)
+                counter = "received_requests"
             else:
                 validate_response(message)
+                counter = "received_responses"
         except ParseError as exc:
             self._refuse(data if data is not None else bytes(message), exc, source)
             return
@@ -347,7 +361,7 @@ class SipTransport:
             self._count("internal_errors")
             log.exception("validation failed on %r from %s", message, source)
             return
-        self._count("received_requests" if isinstance(message, Request) else "received_responses")
+        self.stats[counter] += 1
         if log.isEnabledFor(logging.DEBUG):
             log.debug("received %r from %s", message, source)
         handler = self.on_message
@@ -468,7 +482,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.owner = owner
 
     def datagram_received(self, data: bytes, addr: tuple[str | bytes, int]) -> None:
-        self.owner._datagram(data, (str(addr[0]), int(addr[1])))
+        self.owner._datagram(data, addr)  # (host, port), or (host, port, flow, scope) for IPv6
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable for an earlier send, and the like: nothing to do but count.

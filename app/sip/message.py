@@ -596,10 +596,16 @@ def _parse_head(head: bytes, max_headers: int) -> tuple[Request | Response, list
     lengths: list[str] = []
     append = headers.append
     known = _NAME_CACHE.get
+    seen = _LINES.get
     exact = sep == "\r\n"  # one header per line, CRLF: the lines can be sent again as they are
     it = iter(lines)
     next(it)
     for line in it:
+        # Hottest path: a whole line seen before (see _LINES), already split.
+        header = seen(line)
+        if header is not None:
+            append(header)
+            continue
         # Hot path: `Name: value` with a name spelling seen before. Splitting at ": " leaves
         # the value without its usual leading space. The cache holds only valid tokens (never
         # a ':' or a leading blank) and never Content-Length, so a line of any other shape
@@ -614,7 +620,11 @@ def _parse_head(head: bytes, max_headers: int) -> tuple[Request | Response, list
             else:
                 exact = _add_unusual_line(headers, line, lengths) and exact
         else:
-            append((name, value.strip()))
+            header = (name, value.strip())
+            append(header)
+            if len(_LINES) >= _LINES_MAX:
+                _LINES.clear()  # crude but bounded: the lines that recur come back at once
+            _LINES[line] = header
     if exact and len(lengths) == 1:
         msg._wire = (text[len(start) + 2 :], headers.copy(), lengths[0])
     return msg, lengths
@@ -624,6 +634,17 @@ def _parse_head(head: bytes, max_headers: int) -> tuple[Request | Response, list
 # same few spellings, so the token check and case folding run once per spelling.
 _NAME_CACHE: dict[str, str] = {}
 _NAME_CACHE_MAX = 4096
+
+# Whole header lines -> (canonical name, value), for lines of the hot path's shape seen before.
+# The messages of one dialog repeat their From, To, Call-ID and Contact lines, a transaction's
+# responses its Via and CSeq lines, and every message lines such as `Max-Forwards: 70` or
+# `Content-Type: application/sdp`: such a line costs one lookup, and its value is the same
+# string object each time, whose hash the memos of parsed values downstream already know.
+# The pairs are immutable, so messages share them. Content-Length lines never come here (a
+# line that would not take the hot path is never stored), and neither does any other line
+# that the hot path would not have split exactly the same way.
+_LINES: dict[str, tuple[str, str]] = {}
+_LINES_MAX = 4096
 
 
 def _add_unusual_line(headers: list[tuple[str, str]], line: str, lengths: list[str]) -> bool:
@@ -715,11 +736,18 @@ def parse_datagram(
         raise ParseError("Message too large", status=513)  # RFC 3261 §18.1.1, §21.5.14
     if data[:1] in (b"\r", b"\n"):
         data = data.lstrip(b"\r\n")  # keep-alive CRLFs before the start line (§7.5)
-    split = _split_head(data, stream=False)
-    assert split is not None
-    head, rest = split
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:
+        head, rest = data[:end], data[end + 4 :]  # the usual case, as _split_head finds it
+    else:
+        split = _split_head(data, stream=False)
+        assert split is not None
+        head, rest = split
     msg, lengths = _parse_head(head, max_headers)
-    length = _declared_length(lengths)
+    if len(lengths) == 1 and lengths[0].isdigit():
+        length: int | None = int(lengths[0])  # one valid Content-Length: _declared_length's
+    else:
+        length = _declared_length(lengths)
     if length is None:
         msg.body = rest
     elif length > len(rest):
@@ -795,8 +823,9 @@ class StreamFramer:
 # -- validation -----------------------------------------------------------------------------
 
 _UNIQUE_HEADERS = frozenset(("Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Type"))
-# The headers validation parses (or checks for duplicates): gathered in one walk of the list.
-_VALIDATED = _UNIQUE_HEADERS | {"Via", "Contact", "Route", "Record-Route"}
+# List headers validation parses (RFC 3261 §7.3.1: several lines, or commas in one).
+_LISTS = frozenset(("Via", "Contact", "Route", "Record-Route"))
+_VALIDATED = _UNIQUE_HEADERS | _LISTS
 
 
 def _split_lines(name: str, lines: list[str]) -> list[str]:
@@ -818,61 +847,112 @@ def _split_lines(name: str, lines: list[str]) -> list[str]:
 
 
 def _contacts(lines: list[str]) -> list[NameAddr]:
-    if any(v.strip() == "*" for v in lines):
-        return []  # RFC 3261 §10.2.2 wildcard, REGISTER only
+    for line in lines:
+        if line.strip() == "*":
+            return []  # RFC 3261 §10.2.2 wildcard, REGISTER only
     return [_parse_name_addr(v) for v in _split_lines("Contact", lines)]
 
 
-def _only(name: str, found: dict[str, list[str]]) -> str:
-    lines = found.get(name)
-    if lines is None:
-        raise ParseError(f"Missing {name} header")
-    return lines[0].strip()  # more than one was refused while gathering
-
-
-def _validate(msg: Message) -> dict[str, list[str]]:
-    """validate_message; returns the lines of the `_VALIDATED` headers, by name.
-
-    One walk of the header list gathers every line validation needs (instead of one walk
-    per accessor), and each parsed value goes into the message's cache under the key its
-    accessor uses, so callers find them parsed. Values already cached (an accessor ran
-    before) are kept: a caller may have edited them.
-    """
-    found: dict[str, list[str]] = {}
-    validated = _VALIDATED
-    get = found.get
-    for name, value in msg.headers:
-        if name in validated:
-            lines = get(name)
+def _gather(headers: list[tuple[str, str]]) -> tuple[dict[str, str], dict[str, list[str]] | None]:
+    """The last line of every header by name, and, when some name has more than one line,
+    the lines of each validated list header; a second line of a unique header is refused
+    (RFC 4475 §3.3.8 multi01). Usually every name appears once: then `dict` alone, built in
+    C, tells it (as many names as lines) and no Python loop runs over the headers."""
+    last = dict(headers)
+    if len(last) == len(headers):
+        return last, None
+    lists: dict[str, list[str]] = {}
+    uniques = 0
+    for name, value in headers:
+        if name in _LISTS:
+            lines = lists.get(name)
             if lines is None:
-                found[name] = [value]
-            elif name in _UNIQUE_HEADERS:
-                raise ParseError(f"Multiple {name} headers")  # RFC 4475 §3.3.8 multi01
+                lists[name] = [value]
             else:
                 lines.append(value)
+        elif name in _UNIQUE_HEADERS:
+            uniques += 1
+    if uniques != len(_UNIQUE_HEADERS.intersection(last)):
+        seen: set[str] = set()
+        for name, _ in headers:
+            if name in _UNIQUE_HEADERS:
+                if name in seen:
+                    raise ParseError(f"Multiple {name} headers")  # the first one repeated
+                seen.add(name)
+    return last, lists
+
+
+def _lines(last: dict[str, str], lists: dict[str, list[str]] | None, name: str) -> list[str] | None:
+    """The lines of validated list header `name` (see _gather), None if it has none."""
+    if lists is not None:
+        return lists.get(name)
+    value = last.get(name)
+    return None if value is None else [value]
+
+
+def _validate(msg: Message) -> tuple[dict[str, str], dict[str, list[str]] | None]:
+    """validate_message; returns what `_gather` found.
+
+    Each parsed value goes into the message's cache under the key its accessor uses, so
+    callers find them parsed. Values already cached (an accessor ran before) are kept: a
+    caller may have edited them.
+    """
+    last, lists = _gather(msg.headers)
     cache = msg._cache
     if "Via" not in cache:
-        lines = found.get("Via")
-        cache["Via"] = [Via.parse(v) for v in _split_lines("Via", lines)] if lines else []
+        if lists is None:
+            value = last.get("Via")
+            if value is None:
+                raise ParseError("Missing Via header")
+            if "," not in value and value and not value.isspace():
+                vias = [Via.parse(value)]  # one line, one value: the usual case
+            else:
+                vias = [Via.parse(v) for v in _split_lines("Via", [value])]
+        else:
+            lines = lists.get("Via")
+            vias = [Via.parse(v) for v in _split_lines("Via", lines)] if lines else []
+        cache["Via"] = vias
     if not cache["Via"]:
         raise ParseError("Missing Via header")
+    # NameAddr.parse and CSeq.parse ignore surrounding blanks: their memos take the text as is.
     if "From" not in cache:
-        cache["From"] = _parse_name_addr(_only("From", found))
+        value = last.get("From")
+        if value is None:
+            raise ParseError("Missing From header")
+        cache["From"] = _parse_name_addr(value)
     if "To" not in cache:
-        cache["To"] = _parse_name_addr(_only("To", found))
+        value = last.get("To")
+        if value is None:
+            raise ParseError("Missing To header")
+        cache["To"] = _parse_name_addr(value)
     if "Call-ID" not in cache:
-        cache["Call-ID"] = _only("Call-ID", found)
+        value = last.get("Call-ID")
+        if value is None:
+            raise ParseError("Missing Call-ID header")
+        cache["Call-ID"] = value.strip()
     if not cache["Call-ID"]:
         raise ParseError("Empty Call-ID")
     if "CSeq" not in cache:
-        cache["CSeq"] = _parse_cseq(_only("CSeq", found))
-    lines = found.get("Max-Forwards")
-    if lines is not None and not lines[0].strip().isdigit():
+        value = last.get("CSeq")
+        if value is None:
+            raise ParseError("Missing CSeq header")
+        cache["CSeq"] = _parse_cseq(value)
+    value = last.get("Max-Forwards")
+    if value is not None and not value.strip().isdigit():
         raise ParseError("Bad Max-Forwards")
-    lines = found.get("Contact")
-    if lines is not None and "Contact" not in cache:
-        cache["Contact"] = _contacts(lines)
-    return found
+    if "Contact" not in cache:
+        if lists is None:
+            value = last.get("Contact")
+            if value is not None:
+                if "," in value or value.strip() == "*" or not value or value.isspace():
+                    cache["Contact"] = _contacts([value])
+                else:
+                    cache["Contact"] = [_parse_name_addr(value)]
+        else:
+            lines = lists.get("Contact")
+            if lines is not None:
+                cache["Contact"] = _contacts(lines)
+    return last, lists
 
 
 def validate_message(msg: Message) -> None:
@@ -881,18 +961,21 @@ def validate_message(msg: Message) -> None:
 
 
 def validate_request(req: Request) -> None:
-    found = _validate(req)
-    uri = req.uri
-    if isinstance(uri, SipUri) and uri.headers is not None:
+    last, lists = _validate(req)
+    cache = req._cache
+    uri = cache.get("@uri")
+    if uri is None:
+        uri = cache["@uri"] = parse_uri_copy(req.uri_text)
+    if isinstance(uri, SipUri) and uri._s[5] is not None:
         # RFC 3261 §19.1.1: headers are not allowed in a Request-URI (RFC 4475 §3.1.2.11).
         raise ParseError("Request-URI has headers")
-    if req.cseq.method != req.method:
+    if cache["CSeq"].method != req.method:
         raise ParseError("CSeq method does not match the request method")  # RFC 4475 §3.1.2.17
-    cache = req._cache
-    for name in ("Record-Route", "Route"):
-        lines = found.get(name)
-        if lines is not None and name not in cache:
-            cache[name] = [_parse_name_addr(v) for v in _split_lines(name, lines)]
+    if "Route" in last or "Record-Route" in last:
+        for name in ("Record-Route", "Route"):
+            lines = _lines(last, lists, name)
+            if lines is not None and name not in cache:
+                cache[name] = [_parse_name_addr(v) for v in _split_lines(name, lines)]
 
 
 def validate_response(resp: Response) -> None:
