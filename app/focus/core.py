@@ -414,11 +414,15 @@ class Focus:
         conf.add(part)
         return part
 
-    def _mrfp_target(self, conf: Conference) -> SipUri:
-        node_uri = SipUri.parse(self.config.mrfp_uri[conf.node])
-        target = node_uri.copy()
-        target.user = f"conf-{conf.id}"
-        return target
+    def _mrfp_target(self, conf: Conference) -> tuple[SipUri, str]:
+        """The conference's URI at its MRFP node, and its To header text (made once per
+        conference and node, not once per participant)."""
+        cached = conf.mrfp_target
+        if cached is None or cached[0] != conf.node:
+            target = SipUri.parse(self.config.mrfp_uri[conf.node]).copy()
+            target.user = f"conf-{conf.id}"
+            cached = conf.mrfp_target = (conf.node, target, f"<{target}>")
+        return cached[1].copy(), cached[2]
 
     def _invite_mrfp(
         self,
@@ -428,14 +432,14 @@ class Focus:
         out: list[Action],
     ) -> None:
         """The MRFP leg (focus = UAC): the offer and the conference's name (X-Conference)."""
-        target = self._mrfp_target(conf)
+        target, to = self._mrfp_target(conf)
         call_id = self.ids.call_id()
         tag = self.ids.tag()
         headers = [
             ("Via", self._via(target)),
             ("Max-Forwards", "70"),
             ("From", f"<sip:{self.config.focus_user}@{self.config.conference_domain}>;tag={tag}"),
-            ("To", f"<{target}>"),
+            ("To", to),
             ("Call-ID", call_id),
             ("CSeq", "1 INVITE"),
             ("Contact", f"<{self.config.local_contact}>"),

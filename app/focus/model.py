@@ -18,6 +18,7 @@ from app.focus.preconditions import PreconditionTable
 from app.sip.dialog import Dialog
 from app.sip.message import Request, Response
 from app.sip.sdp import SessionDescription
+from app.sip.uri import SipUri
 
 
 class Phase(Enum):
@@ -163,6 +164,8 @@ class Conference:
     _live: dict[str, Participant] = field(default_factory=dict, init=False, repr=False)
     _seen: int = field(default=0, init=False, repr=False)  # len(participants) at last look
     _last: str | None = field(default=None, init=False, repr=False)  # its last key then
+    # (node, the conference's URI there, its To text): see Focus._mrfp_target.
+    mrfp_target: tuple[str, SipUri, str] | None = field(default=None, init=False, repr=False)
 
     def _sync(self) -> dict[str, Participant]:
         participants = self.participants

@@ -60,6 +60,11 @@ class Dialog:
         default=None, init=False, repr=False
     )
 
+    # _header_texts's From/To/Contact, with what they were written from.
+    _heads: tuple[tuple[object, ...], NameAddr, tuple[str, str, str]] | None = field(
+        default=None, init=False, repr=False
+    )
+
     @property
     def id(self) -> DialogId:
         return DialogId(self.call_id, self.local_tag, self.remote_tag)
@@ -167,21 +172,41 @@ class Dialog:
             out.extend(("Route", str(r)) for r in self.route_set[1:])
             out.append(("Route", f"<{self.remote_target}>"))
             next_hop = first
+        from_, to, contact = self._header_texts()
+        out += [
+            ("From", from_),
+            ("To", to),
+            ("Call-ID", self.call_id),
+            ("CSeq", f"{number} {method}"),
+        ]
+        if method not in ("ACK", "CANCEL", "BYE", "PRACK"):
+            out.append(("Contact", contact))
+        out.extend(headers or ())
+        return Request(method, uri, out, body), next_hop
+
+    def _header_texts(self) -> tuple[str, str, str]:
+        """From (our tag), To (theirs) and Contact of our requests, written once for every
+        request of the dialog until one of their parts is replaced."""
+        sources = (self.local_uri, self.local_tag, self.remote_uri, self.remote_tag)
+        cached = self._heads
+        if cached is not None:
+            old = cached[0]
+            if (
+                old[0] is sources[0]
+                and old[1] == sources[1]
+                and old[2] is sources[2]
+                and old[3] == sources[3]
+                and cached[1] is self.local_contact
+            ):
+                return cached[2]
         local = self.local_uri.copy()
         local.params["tag"] = self.local_tag
         remote = self.remote_uri.copy()
         if self.remote_tag:
             remote.params["tag"] = self.remote_tag
-        out += [
-            ("From", str(local)),
-            ("To", str(remote)),
-            ("Call-ID", self.call_id),
-            ("CSeq", f"{number} {method}"),
-        ]
-        if method not in ("ACK", "CANCEL", "BYE", "PRACK"):
-            out.append(("Contact", str(self.local_contact)))
-        out.extend(headers or ())
-        return Request(method, uri, out, body), next_hop
+        texts = (str(local), str(remote), str(self.local_contact))
+        self._heads = (sources, self.local_contact, texts)
+        return texts
 
     # -- requests we receive ----------------------------------------------------------------
 
