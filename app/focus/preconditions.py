@@ -119,12 +119,17 @@ class Strength(Enum):
 
     __hash__ = object.__hash__  # see StatusType
 
+    # `rank` as a plain attribute set on each member below (read on every a=des line).
+    _rank: int
+
     @property
     def rank(self) -> int:
-        return _RANK.get(self, 0)
+        return self._rank
 
 
 _RANK = {Strength.NONE: 0, Strength.OPTIONAL: 1, Strength.MANDATORY: 2}
+for _strength in Strength:
+    _strength._rank = _RANK.get(_strength, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,9 +209,9 @@ class SegmentStatus:
             if direction.recv:
                 self.desired_recv = _stronger_special(self.desired_recv, strength)
             return
-        if direction.send and strength.rank > self.desired_send.rank:
+        if direction.send and strength._rank > self.desired_send._rank:
             self.desired_send = strength
-        if direction.recv and strength.rank > self.desired_recv.rank:
+        if direction.recv and strength._rank > self.desired_recv._rank:
             self.desired_recv = strength
 
     def met(self) -> bool:
@@ -230,8 +235,8 @@ class SegmentStatus:
 
     def unmet(self) -> QosDirection:
         """Desired (optional or mandatory) directions not yet current."""
-        wanted_send = self.desired_send.rank > 0 and not self.current.send
-        wanted_recv = self.desired_recv.rank > 0 and not self.current.recv
+        wanted_send = self.desired_send._rank > 0 and not self.current.send
+        wanted_recv = self.desired_recv._rank > 0 and not self.current.recv
         return QosDirection.of(wanted_send, wanted_recv)
 
 
@@ -307,19 +312,55 @@ class PreconditionTable:
         A conf line asks the peer to report (with an UPDATE, RFC 3312 §6) once its segment
         meets what is desired; it disappears when the remote segment is met.
         """
+        written = self._written(index)
+        return list(written[0]) if written is not None else []
+
+    def attributes(self, index: int) -> list[Attribute]:
+        """`lines(index)` as new SDP attributes."""
+        written = self._written(index)
+        if written is None:
+            return []
+        return [Attribute(kind, text) for kind, text in written[1]]
+
+    def _written(self, index: int) -> _Written | None:
         stream = self.streams.get(index)
         if stream is None:
-            return []
-        order = [
-            t for t in (StatusType.E2E, StatusType.LOCAL, StatusType.REMOTE) if t in stream.segments
-        ]
-        out = [QosLine("curr", t, stream.segments[t].current) for t in order]
-        for t in order:
-            out.extend(stream.segments[t].des_lines(t))
-        for t in order:
-            if t is not StatusType.LOCAL and stream.segments[t].unmet() is not QosDirection.NONE:
-                out.append(QosLine("conf", t, stream.segments[t].unmet()))
-        return out
+            return None
+        segments = stream.segments
+        # The lines follow from the segments' state alone, and the same few states come in
+        # every join (reservation pending, then met): each is worked out once.
+        key = tuple(
+            (t, seg.current, seg.desired_send, seg.desired_recv) for t, seg in segments.items()
+        )
+        written = _WRITTEN.get(key)
+        if written is None:
+            lines = tuple(_stream_lines(stream))
+            written = (lines, tuple((line.kind, line.text) for line in lines))
+            if len(_WRITTEN) >= _WRITTEN_LIMIT:
+                _WRITTEN.clear()
+            _WRITTEN[key] = written
+        return written
+
+
+# A stream's lines and their (attribute name, value) pairs, by the state of its segments (see
+# PreconditionTable._written). The states are few (a handful of enum values per segment),
+# and the memo starts over if ever it fills.
+_Written = tuple[tuple[QosLine, ...], tuple[tuple[str, str], ...]]
+_WRITTEN: dict[tuple[object, ...], _Written] = {}
+_WRITTEN_LIMIT = 256
+
+
+def _stream_lines(stream: StreamStatus) -> list[QosLine]:
+    order = [
+        t for t in (StatusType.E2E, StatusType.LOCAL, StatusType.REMOTE) if t in stream.segments
+    ]
+    out = [QosLine("curr", t, stream.segments[t].current) for t in order]
+    for t in order:
+        out.extend(stream.segments[t].des_lines(t))
+    for t in order:
+        if t is not StatusType.LOCAL and stream.segments[t].unmet() is not QosDirection.NONE:
+            out.append(QosLine("conf", t, stream.segments[t].unmet()))
+    return out
 
 
 def uses_preconditions(sdp: SessionDescription) -> bool:
@@ -343,20 +384,31 @@ def strip_preconditions(sdp: SessionDescription) -> SessionDescription:
     `sdp` itself when it has none. Callers treat the result as read-only."""
     if not any(a.name in PRECONDITION_ATTRIBUTES for m in sdp.media for a in m.attributes):
         return sdp
-    out = sdp.copy()
-    for media in out.media:
-        media.attributes[:] = [a for a in media.attributes if not _is_qos(a)]
-    return out
+    return _copy_with(sdp, [[a for a in m.attributes if not _is_qos(a)] for m in sdp.media])
 
 
 def add_preconditions(sdp: SessionDescription, table: PreconditionTable) -> SessionDescription:
     """A copy of `sdp` (the media processor's answer) carrying the focus's status lines."""
-    out = sdp.copy()
-    for index, media in enumerate(out.media):
+    attributes: list[list[Attribute]] = []
+    for index, media in enumerate(sdp.media):
         kept = [a for a in media.attributes if not _is_qos(a)]
         if not media.rejected:
-            kept.extend(line.to_attribute() for line in table.lines(index))
-        media.attributes[:] = kept
+            kept += table.attributes(index)
+        attributes.append(kept)
+    return _copy_with(sdp, attributes)
+
+
+def _copy_with(sdp: SessionDescription, attributes: list[list[Attribute]]) -> SessionDescription:
+    """`sdp.copy()` whose m= sections take these attribute lists instead of copies of their
+    own, made without copying the attributes first only to drop some.
+
+    As in `copy`, every list and field object is new, so changing the copy's structure never
+    shows in `sdp`; the kept `Attribute`s are shared, which app.sip.sdp allows: its accessors
+    (`set`, `remove`, `direction`) replace an attribute, never edit one in place.
+    """
+    out = sdp.copy_session()
+    for media, attrs in zip(sdp.media, attributes, strict=True):
+        out.media.append(media.copy_without_attributes(attrs))
     return out
 
 

@@ -289,6 +289,11 @@ class MediaDescription(_Attributes):
 
     def copy(self) -> MediaDescription:
         """A deep copy (see SessionDescription.copy)."""
+        return self.copy_without_attributes([Attribute(a.name, a.value) for a in self.attributes])
+
+    def copy_without_attributes(self, attributes: list[Attribute]) -> MediaDescription:
+        """A deep copy of everything but the attributes, which are `attributes` (taken as
+        they are: the caller's to make)."""
         c = self.connection
         return MediaDescription(
             self.media,
@@ -297,7 +302,7 @@ class MediaDescription(_Attributes):
             self.formats.copy(),
             self.port_count,
             None if c is None else Connection(c.address, c.nettype, c.addrtype),
-            [Attribute(a.name, a.value) for a in self.attributes],
+            attributes,
             self.other.copy(),
         )
 
@@ -441,13 +446,19 @@ class SessionDescription(_Attributes):
         Built field by field (every mutable part new; strings and tuples are shared, being
         immutable) rather than by writing and re-parsing the text: a join copies a few
         descriptions, and a re-parse costs ten times as much."""
+        out = self.copy_session()
+        out.media = [m.copy() for m in self.media]
+        return out
+
+    def copy_session(self) -> SessionDescription:
+        """A deep copy of the session level, with no m= sections (the caller adds them)."""
         o, c = self.origin, self.connection
         return SessionDescription(
             Origin(o.username, o.session_id, o.session_version, o.nettype, o.addrtype, o.address),
             self.session_name,
             None if c is None else Connection(c.address, c.nettype, c.addrtype),
             [Attribute(a.name, a.value) for a in self.attributes],
-            [m.copy() for m in self.media],
+            [],
             self.other.copy(),
             self.version,
             self.line_ending,
