@@ -219,7 +219,8 @@ class Focus:
     @staticmethod
     def _arm(conf: Conference, part: Participant, kind: str, at: float, out: list[Action]) -> None:
         """Set (or move) one of a participant's timers, remembering that it is armed."""
-        part.armed.add(kind)
+        if kind not in part.armed:
+            part.armed += (kind,)
         out.append(SetTimer((kind, conf.id, part.id), at))
 
     @staticmethod
@@ -227,7 +228,7 @@ class Focus:
         """Cancel one of a participant's timers if it is armed (nothing to do otherwise)."""
         armed = part.armed
         if kind in armed:
-            armed.discard(kind)
+            part.armed = tuple(k for k in armed if k != kind)
             out.append(CancelTimer((kind, conf.id, part.id)))
 
     def _wall(self, now_wall: datetime | None) -> datetime:
@@ -1025,7 +1026,8 @@ class Focus:
         part = conf.participants.get(key[2])
         if part is None or part.phase is Phase.GONE:
             return out
-        part.armed.discard(kind)  # fired: no longer armed unless set again below
+        # Fired: no longer armed unless set again below.
+        part.armed = tuple(k for k in part.armed if k != kind)
         if kind == "100rel" and part.unacked_provisional is not None:
             if now >= part.provisional_deadline:
                 # RFC 3262 §3: no PRACK after 64*T1: reject the INVITE with a 5xx.
@@ -1099,10 +1101,9 @@ class Focus:
             del self._by_invite[key]
         part.disconnection_method = method
         part.left_at = self._now_wall
-        armed = part.armed
-        if armed:
-            out.extend(CancelTimer((kind, conf.id, part.id)) for kind in sorted(armed))
-            armed.clear()
+        if part.armed:
+            out.extend(CancelTimer((kind, conf.id, part.id)) for kind in part.armed)
+            part.armed = ()
         if not mrfp_pending:
             self._bye_mrfp(conf, part, out)
         # Take the leaver out first, so the documents below describe the state after it left.

@@ -84,7 +84,9 @@ class Participant:
     signalled_preconditions: bool = False
     # Kinds of this participant's timers now armed ("100rel", "2xx", "session", "mrfp-gone",
     # "ring"): what leaves is cancelled for these only, not for every kind there is.
-    armed: set[str] = field(default_factory=set, repr=False)
+    # A tuple (of at most five strings) rather than a set: no container for the garbage
+    # collector to track per participant.
+    armed: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def endpoint_entity(self) -> str:

@@ -6,7 +6,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.focus.actions import Action, Changed, Respond, SendAck, SendRequest, SetTimer
+from app.focus.actions import (
+    Action,
+    CancelTimer,
+    Changed,
+    Respond,
+    SendAck,
+    SendRequest,
+    SetTimer,
+)
 from app.focus.conference_info import ConferenceView, EndpointStatus
 from app.focus.core import Focus, FocusConfig, FocusError
 from app.focus.media import MemberAdded, MemberRemovalCause, MemberRemoved
@@ -713,3 +721,40 @@ def test_a_bye_during_a_renegotiation_ends_the_pending_reinvite_with_487() -> No
         Response(200, None, lines, SDP_MRFP.encode()), to_mrfp.context, 1.2, NOW
     )
     assert not responses(late)
+
+
+def timer_keys(kind: type, actions: list[Action]) -> list[tuple[str, ...]]:
+    return [a.key for a in of(kind, actions)]
+
+
+@pytest.mark.parametrize("session_timer", [False, True])
+def test_a_leave_cancels_the_timers_still_armed_and_no_others(session_timer: bool) -> None:
+    """Every timer set for a participant is cancelled once, by the step that settles it (ACK)
+    or by its leaving; none that was never set (or already settled) is cancelled."""
+    focus = make_focus()
+    headers = [("Session-Expires", "1800"), ("Supported", "timer")] if session_timer else []
+    invite = request(
+        "INVITE",
+        "sip:conf-factory1@mrfc1.home1.net",
+        user="user1_public1",
+        call_id="tm",
+        cseq=1,
+        headers=headers,
+        body=SDP_UE,
+    )
+    first = focus.on_request(invite, object(), 0.0, NOW)
+    actions = first + answer_mrfp(focus, first)
+    (conf,) = focus.conferences.values()
+    (part,) = conf.participants.values()
+    assert timer_keys(SetTimer, actions) == [("2xx", conf.id, part.id)]
+    tag = responses(actions)[-1].to.tag
+    ack = request("ACK", "sip:x@y", user="user1_public1", call_id="tm", cseq=1, to_tag=tag)
+    out = focus.on_request(ack, None, 0.1, NOW)
+    assert timer_keys(CancelTimer, out) == [("2xx", conf.id, part.id)]
+    session = [("session", conf.id, part.id)] if session_timer else []
+    assert timer_keys(SetTimer, out) == session
+    bye = request("BYE", "sip:x@y", user="user1_public1", call_id="tm", cseq=2, to_tag=tag)
+    out = focus.on_request(bye, object(), 5.0, NOW)
+    assert [r.status for r in responses(out)] == [200]
+    assert timer_keys(CancelTimer, out) == session
+    assert [k[0] for k in timer_keys(SetTimer, out)] == ["prune", "prune-conference"]
