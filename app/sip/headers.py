@@ -135,6 +135,34 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
+        # Nearly every Via ends with its branch, after a part its sender repeats in every
+        # request (`SIP/2.0/UDP host:port;rport`): that part is parsed once (see _VIA_HEADS).
+        at = text.rfind(";branch=")
+        if at > 0:
+            head = _VIA_HEADS.get(text[:at])
+            if head is not None:
+                branch = text[at + 8 :]
+                # One more plain parameter: no ';' (more parameters), no blank or quote (the
+                # slow shape), nothing that the whole's strip() would remove.
+                if ";" not in branch and " " not in branch and '"' not in branch and (
+                    branch.isprintable()
+                ):
+                    params = head.params.copy()
+                    params["branch"] = branch
+                    return cls(head.transport, head.host, head.port, params, head.protocol)
+            elif _plain_via_head(text[:at]):
+                try:
+                    head = cls._parse(text[:at])
+                except ParseError:
+                    pass  # the whole is parsed below, and refused with its own reason
+                else:
+                    if len(_VIA_HEADS) >= _VIA_HEADS_MAX:
+                        _VIA_HEADS.clear()  # bounded; the busy senders come back at once
+                    _VIA_HEADS[text[:at]] = head
+        return cls._parse(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> Via:
         text = text.strip()
         if text.startswith("SIP/2.0/"):
             protocol, rest = "SIP/2.0", text[8:]  # nearly always
@@ -183,6 +211,25 @@ class Via:
     @property
     def sent_by(self) -> tuple[str, int | None]:
         return self.host, self.port
+
+
+# The part of a Via before `;branch=`, parsed (never handed out: parse copies its params).
+# A part is kept only if it parsed and has the plain shape (printable, one space, no quote,
+# not ending in ';'); then `head;branch=<plain value>` parses to exactly `head`'s value plus
+# that branch parameter: the parameters split plainly at ';' and the branch adds one more
+# (or, repeated, replaces the value in its place, as the whole's parse does).
+_VIA_HEADS: dict[str, Via] = {}
+_VIA_HEADS_MAX = 1024
+
+
+def _plain_via_head(text: str) -> bool:
+    return (
+        text.isprintable()  # no tab, CR, LF or other blank but the one space
+        and text.count(" ") == 1
+        and '"' not in text
+        and not text.endswith(";")
+        and not text.startswith(" ")
+    )
 
 
 MAX_CSEQ = 2**31 - 1  # RFC 3261 §8.1.1.5: must be less than 2**31

@@ -260,9 +260,11 @@ class Message:
 
     @property
     def top_via(self) -> Via:
-        vias = self.vias
+        vias = self._cache.get("Via")  # parsed by validation for every received message
         if not vias:
-            raise ParseError("Missing Via header")
+            vias = self.vias
+            if not vias:
+                raise ParseError("Missing Via header")
         return vias[0]
 
     @property
@@ -345,7 +347,13 @@ class Message:
         return min(int(value), 255)
 
     def _tokens(self, name: str) -> frozenset[str]:
-        return frozenset(v.lower() for v in self.values(name) if v)
+        # Immutable, so kept with the parsed values (under a key no header name has) until
+        # the headers change: the focus asks for Require several times per request.
+        key = "?" + name
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = frozenset(v.lower() for v in self.values(name) if v)
+        return found
 
     @property
     def require(self) -> frozenset[str]:
@@ -436,22 +444,22 @@ class Message:
             # only what it must), with their one Content-Length still right.
             head = f"{self._start_line()}\r\n{wire[0]}\r\n\r\n".encode(_ENC, _ERR)
             return head + self.body if self.body else head
-        lines = [self._start_line()]
-        lines += map(": ".join, self.headers)
-        lines.append("\r\n")
-        text = "\r\n".join(lines)
+        # Start line and header lines, each ended by CRLF.
+        text = "\r\n".join([self._start_line(), *map(": ".join, self.headers), ""])
         # The common case, checked at C speed: one Content-Length line (found from the end,
         # where it usually is), already right.
         at = text.rfind("\r\nContent-Length: ")
         if at < 0:
             # None at all (what the focus builds; names are stored canonical, so none under
             # another spelling either): it goes at the end of the headers.
-            text = f"{text[:-4]}\r\nContent-Length: {length}\r\n\r\n"
+            text = f"{text}Content-Length: {length}\r\n\r\n"
         elif (
             not text.startswith(length + "\r\n", at + 18)
             or text.find("\r\nContent-Length: ", 0, at) >= 0
         ):
             text = self._head_fixing_length(length)
+        else:
+            text += "\r\n"
         head = text.encode(_ENC, _ERR)
         return head + self.body if self.body else head
 
@@ -985,6 +993,13 @@ def validate_response(resp: Response) -> None:
 # -- building -------------------------------------------------------------------------------
 
 
+# Headers a response copies from its request (RFC 3261 §8.2.6.2), and with Record-Route
+# for a 18x/2xx (§12.1.1: only dialog-creating requests carry it).
+_COPIED = ("Via", "From", "To", "Call-ID", "CSeq")
+_COPIED_SET = frozenset(_COPIED)
+_RESPONSE_COPIES = _COPIED_SET | {"Record-Route"}
+
+
 def make_response(
     request: Request,
     status: int,
@@ -997,22 +1012,28 @@ def make_response(
     """A response to `request` (RFC 3261 §8.2.6.2): Via, From, To (+tag), Call-ID, CSeq copied;
     Record-Route too for 18x/2xx to a dialog-creating request (§12.1.1)."""
     out: list[tuple[str, str]] = []
-    for name, value in request.headers:
-        if name in ("Via", "From", "Call-ID", "CSeq"):
-            out.append((name, value))
-        elif name == "To":
-            if to_tag is not None and not request.to.has_param("tag"):
-                value = f"{value};tag={to_tag}"
-            out.append((name, value))
-        elif name == "Record-Route" and 100 < status < 300:
-            out.append((name, value))
+    append = out.append
+    copied = _RESPONSE_COPIES if 100 < status < 300 else _COPIED_SET
+    for header in request.headers:
+        name = header[0]
+        if name in copied:
+            if name == "To" and to_tag is not None and not request.to.has_param("tag"):
+                header = ("To", f"{header[1]};tag={to_tag}")
+            append(header)  # the request's own (immutable) pair otherwise
     out.extend(headers)
     resp = Response(status, reason, out, body)
+    # CSeq and Call-ID are copied unchanged and their parsed values are immutable: the
+    # response starts with them parsed (the transaction layer reads its CSeq).
+    cache = request._cache
+    cseq = cache.get("CSeq")
+    if cseq is not None:
+        resp._cache["CSeq"] = cseq
+    call_id = cache.get("Call-ID")
+    if call_id is not None:
+        resp._cache["Call-ID"] = call_id
     return resp
 
 
-# Headers a response copies from its request (RFC 3261 §8.2.6.2).
-_COPIED = ("Via", "From", "To", "Call-ID", "CSeq")
 _FOLDING = re.compile(r"[ \t]*\r?\n[ \t]+")
 
 
