@@ -13,7 +13,7 @@ import ipaddress
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -45,6 +45,7 @@ from app.service.events import ChangeEvent, EventBus
 from app.service.metrics import Metrics
 from app.service.persistence import Stamped, WriteBehind
 from app.service.restore import load_conferences, reconcile
+from app.service.timer_queue import TimerQueue
 from app.sip.address import Address
 from app.sip.message import Request, Response, make_response
 from app.sip.transaction import ClientTransaction, ServerTransaction
@@ -108,7 +109,7 @@ class FocusService:
         self.trusted = trusted
         self.untrusted_action = untrusted_action
         self.focus = Focus(config, RandomIds(endpoint), choose_node=self._choose_node)
-        self._timers: dict[tuple[str, ...], asyncio.TimerHandle] = {}
+        self._timers = TimerQueue(endpoint.event_loop, self._fire)
         self._tasks: set[asyncio.Task[None]] = set()
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db")
         # Changes are written behind, a batch per transaction (see app.service.persistence).
@@ -153,8 +154,6 @@ class FocusService:
             gc.callbacks.remove(self._gc_timer)
         if self._freezer is not None:
             self._freezer.stop()
-        for handle in self._timers.values():
-            handle.cancel()
         self._timers.clear()
         await self.pool.stop()
         for task in list(self._tasks):
@@ -326,12 +325,10 @@ class FocusService:
         self.endpoint.send_stateless(action.request, self.endpoint.resolve(action.next_hop))
 
     def _do_set_timer(self, action: SetTimer) -> None:
-        self._set_timer(action.key, action.at)
+        self._timers.set(action.key, action.at)
 
     def _do_cancel_timer(self, action: CancelTimer) -> None:
-        handle = self._timers.pop(action.key, None)
-        if handle is not None:
-            handle.cancel()
+        self._timers.cancel(action.key)
 
     def _do_media(self, action: MediaCommand) -> None:
         self._spawn(self._media(action))
@@ -364,16 +361,8 @@ class FocusService:
             )
         counter.inc()
 
-    def _set_timer(self, key: tuple[str, ...], at: float) -> None:
-        old = self._timers.pop(key, None)
-        if old is not None:
-            old.cancel()
-        # A bound method and its argument rather than a closure: one timer per participant
-        # lives for 64*T1 (the prune), and a closure is three more objects for the collector.
-        self._timers[key] = self.endpoint.event_loop().call_at(at, self._fire, key)
-
-    def _fire(self, key: tuple[str, ...]) -> None:
-        self._timers.pop(key, None)
+    def _fire(self, key: Hashable) -> None:
+        assert isinstance(key, tuple)
         self._run(self.focus.on_timer(key, self._now(), self._wall()))
 
     def _spawn(self, coro: Any) -> None:

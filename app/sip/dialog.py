@@ -257,15 +257,25 @@ class Dialog:
     def to_dict(self) -> dict[str, Any]:
         # The addresses are replaced, never edited in place (see accept_request/_response),
         # so the same objects mean the same text.
-        sources = (
-            self.local_uri,
-            self.remote_uri,
-            self.remote_target,
-            self.local_contact,
-            self.route_set,
-        )
         cached = self._texts
-        if cached is None or any(a is not b for a, b in zip(cached[0], sources, strict=True)):
+        fresh = False
+        if cached is not None:
+            old = cached[0]
+            fresh = (
+                old[0] is self.local_uri
+                and old[1] is self.remote_uri
+                and old[2] is self.remote_target
+                and old[3] is self.local_contact
+                and old[4] is self.route_set
+            )
+        if cached is None or not fresh:
+            sources = (
+                self.local_uri,
+                self.remote_uri,
+                self.remote_target,
+                self.local_contact,
+                self.route_set,
+            )
             texts = {
                 "local_uri": str(self.local_uri),
                 "remote_uri": str(self.remote_uri),
@@ -282,7 +292,7 @@ class Dialog:
             "local_cseq": self.local_cseq,
             "remote_cseq": self.remote_cseq,
             "is_uac": self.is_uac,
-            "state": self.state.value,
+            "state": self.state._value_,  # (the attribute `.value` reads, without its lookup)
             "secure": self.secure,
         }
 
