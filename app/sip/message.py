@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from app.sip.errors import ParseError
 from app.sip.headers import (
@@ -39,6 +39,8 @@ from app.sip.uri import AbsoluteUri, NameAddr, SipUri, Uri, is_token, parse_uri_
 SIP_VERSION = "SIP/2.0"
 _ENC = "utf-8"
 _ERR = "surrogateescape"
+
+_T = TypeVar("_T")
 
 # Default limits; the transports pass their configured ones.
 MAX_MESSAGE_SIZE = 65535
@@ -599,7 +601,21 @@ def _parse_head(head: bytes, max_headers: int) -> tuple[Request | Response, list
     if len(lines) > max_headers + 1:
         raise ParseError("Too many header lines")
     start = lines[0]
-    msg = _parse_status_line(start) if start.startswith("SIP/") else _parse_request_line(start)
+    msg: Request | Response
+    if start.startswith("SIP/"):
+        status = _STATUS_LINES.get(start)
+        if status is None:
+            msg = _parse_status_line(start)
+            _remember(_STATUS_LINES, start, (msg.status, msg.reason))
+        else:
+            msg = Response(*status)
+    else:
+        request = _REQUEST_LINES.get(start)
+        if request is None:
+            msg = _parse_request_line(start)
+            _remember(_REQUEST_LINES, start, (msg.method, msg.uri_text))
+        else:
+            msg = Request(*request)
     headers = msg.headers
     lengths: list[str] = []
     append = headers.append
@@ -709,6 +725,18 @@ def _parse_request_line(line: str) -> Request:
 
 # Methods already checked to be tokens (method names are case-sensitive, RFC 3261 §7.1).
 _METHODS_SEEN: set[str] = set()
+
+# Start lines already parsed: `SIP/2.0 200 OK` and the like recur in every dialog, and the
+# in-dialog requests of a conference's participants (`BYE sip:conf-...@... SIP/2.0`) too.
+_STATUS_LINES: dict[str, tuple[int, str]] = {}
+_REQUEST_LINES: dict[str, tuple[str, str]] = {}
+_START_LINES_MAX = 1024
+
+
+def _remember(memo: dict[str, _T], text: str, value: _T) -> None:
+    if len(memo) >= _START_LINES_MAX:
+        memo.clear()  # crude but bounded: the lines that recur come back at once
+    memo[text] = value
 
 
 def _parse_status_line(line: str) -> Response:

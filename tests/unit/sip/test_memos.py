@@ -178,3 +178,37 @@ def test_make_response_copies_record_route_only_for_18x_2xx() -> None:
     assert make_response(invite, 486).get_lines("Record-Route") == []
     names = [n for n, _ in make_response(invite, 200, to_tag="x").headers]
     assert names == ["Via", "From", "To", "Call-ID", "CSeq", "Record-Route"]  # request order
+
+
+def test_start_lines_seen_before_parse_as_the_first_time() -> None:
+    message_module._REQUEST_LINES.clear()
+    message_module._STATUS_LINES.clear()
+    for _ in range(2):
+        req = _reparsed(INVITE)
+        assert (req.method, req.uri_text, req.version) == (
+            "INVITE",
+            "sip:conf-1@mrfc1.home1.net",
+            "SIP/2.0",
+        )
+        resp = parse_datagram(bytes(make_response(req, 183)))
+        assert (resp.status, resp.reason) == (183, "Session Progress")  # type: ignore[union-attr]
+        odd = parse_datagram(b"SIP/2.0 299\r\n" + bytes(resp).split(b"\r\n", 1)[1])
+        assert (odd.status, odd.reason) == (299, "")  # type: ignore[union-attr]
+    assert "INVITE sip:conf-1@mrfc1.home1.net SIP/2.0" in message_module._REQUEST_LINES
+    # A bad start line is refused every time, never remembered.
+    bad = INVITE.replace(b"INVITE sip:conf-1@mrfc1.home1.net SIP/2.0", b"INVITE  sip:x SIP/2.0")
+    for _ in range(2):
+        try:
+            parse_datagram(bad)
+        except ParseError as exc:
+            assert exc.reason == "Malformed request line"
+        else:
+            raise AssertionError("a bad request line parsed")
+    assert "INVITE  sip:x SIP/2.0" not in message_module._REQUEST_LINES
+
+
+def test_start_line_memo_is_bounded() -> None:
+    message_module._REQUEST_LINES.clear()
+    for n in range(message_module._START_LINES_MAX + 10):
+        _reparsed(INVITE.replace(b"sip:conf-1@", f"sip:conf-{n}@".encode(), 1))
+    assert len(message_module._REQUEST_LINES) <= message_module._START_LINES_MAX
