@@ -228,7 +228,7 @@ class Focus:
         """Cancel one of a participant's timers if it is armed (nothing to do otherwise)."""
         armed = part.armed
         if kind in armed:
-            part.armed = tuple(k for k in armed if k != kind)
+            part.armed = _without(armed, kind)
             out.append(CancelTimer((kind, conf.id, part.id)))
 
     def _wall(self, now_wall: datetime | None) -> datetime:
@@ -1027,7 +1027,7 @@ class Focus:
         if part is None or part.phase is Phase.GONE:
             return out
         # Fired: no longer armed unless set again below.
-        part.armed = tuple(k for k in part.armed if k != kind)
+        part.armed = _without(part.armed, kind)
         if kind == "100rel" and part.unacked_provisional is not None:
             if now >= part.provisional_deadline:
                 # RFC 3262 §3: no PRACK after 64*T1: reject the INVITE with a 5xx.
@@ -1945,6 +1945,13 @@ def _identity(request: Request) -> str:
             return addr.uri.aor
     uri = request.from_.uri
     return uri.aor if isinstance(uri, SipUri) else str(uri)
+
+
+def _without(kinds: tuple[str, ...], kind: str) -> tuple[str, ...]:
+    if kind not in kinds:
+        return kinds
+    i = kinds.index(kind)
+    return kinds[:i] + kinds[i + 1 :]
 
 
 def _expiry_margin(interval: int) -> float:

@@ -329,8 +329,9 @@ class PreconditionTable:
         segments = stream.segments
         # The lines follow from the segments' state alone, and the same few states come in
         # every join (reservation pending, then met): each is worked out once.
+        # (A list made into a tuple: cheaper than a generator for two or three items.)
         key = tuple(
-            (t, seg.current, seg.desired_send, seg.desired_recv) for t, seg in segments.items()
+            [(t, seg.current, seg.desired_send, seg.desired_recv) for t, seg in segments.items()]
         )
         written = _WRITTEN.get(key)
         if written is None:
@@ -365,12 +366,20 @@ def _stream_lines(stream: StreamStatus) -> list[QosLine]:
 
 def uses_preconditions(sdp: SessionDescription) -> bool:
     """Whether any m= line carries a qos precondition (RFC 3312 §5)."""
-    return any(
-        QosLine.from_attribute(a)
-        for m in sdp.media
-        for a in m.attributes
-        if a.name in PRECONDITION_ATTRIBUTES
-    )
+    for m in sdp.media:
+        for a in m.attributes:
+            if a.name in PRECONDITION_ATTRIBUTES and QosLine.from_attribute(a):
+                return True
+    return False
+
+
+def _has_precondition_lines(sdp: SessionDescription) -> bool:
+    # Loops rather than any() over a generator: this runs on every offer.
+    for m in sdp.media:
+        for a in m.attributes:
+            if a.name in PRECONDITION_ATTRIBUTES:
+                return True
+    return False
 
 
 def _is_qos(attribute: Attribute) -> bool:
@@ -382,7 +391,7 @@ def _is_qos(attribute: Attribute) -> bool:
 def strip_preconditions(sdp: SessionDescription) -> SessionDescription:
     """`sdp` without qos curr/des/conf lines (what the media processor is given): a copy, or
     `sdp` itself when it has none. Callers treat the result as read-only."""
-    if not any(a.name in PRECONDITION_ATTRIBUTES for m in sdp.media for a in m.attributes):
+    if not _has_precondition_lines(sdp):
         return sdp
     return _copy_with(sdp, [[a for a in m.attributes if not _is_qos(a)] for m in sdp.media])
 
@@ -414,15 +423,19 @@ def _copy_with(sdp: SessionDescription, attributes: list[list[Attribute]]) -> Se
 
 def preconditions_met(table: PreconditionTable) -> bool:
     """RFC 3312 §5/§11: every mandatory desired direction is current, and none has failed."""
-    return not preconditions_failed(table) and all(
-        segment.met() for stream in table.streams.values() for segment in stream.segments.values()
-    )
+    if preconditions_failed(table):
+        return False
+    for stream in table.streams.values():
+        for segment in stream.segments.values():
+            if not segment.met():
+                return False
+    return True
 
 
 def preconditions_failed(table: PreconditionTable) -> bool:
     """A peer declared a precondition it cannot meet (a=des:qos failure)."""
-    return any(
-        segment.failed()
-        for stream in table.streams.values()
-        for segment in stream.segments.values()
-    )
+    for stream in table.streams.values():
+        for segment in stream.segments.values():
+            if segment.failed():
+                return True
+    return False
