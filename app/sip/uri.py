@@ -523,6 +523,29 @@ class NameAddr:
 
     @classmethod
     def parse(cls, text: str) -> NameAddr:
+        # From and To values end with a tag after a part that repeats across dialogs (the
+        # conference URI, the focus's and the media processor's addresses): that part is
+        # parsed once (see _ADDR_HEADS) and the tag added to a copy of it.
+        at = text.rfind(";tag=")
+        if at > 0:
+            tag = text[at + 5 :]
+            if (
+                " " not in tag
+                and ";" not in tag
+                and '"' not in tag
+                and "<" not in tag
+                and ">" not in tag
+                and tag.isprintable()
+            ):
+                head = _ADDR_HEADS.get(text[:at]) or _addr_head(text[:at])
+                if head is not None:
+                    params = head._params.copy()
+                    params["tag"] = tag
+                    return cls._make(_copy_uri(head._uri), head._display, params, head._bracketed)
+        return cls._parse(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> NameAddr:
         text = text.strip()
         if not text:
             raise ParseError("Empty address")
@@ -687,6 +710,32 @@ class NameAddr:
             str(self)  # written once for every copy to come, as for SipUri.copy
         new._text = self._text
         return new
+
+
+# The part of a name-addr before its last `;tag=`, parsed (never handed out: NameAddr.parse
+# copies its URI and parameters). A part is kept only if it parsed, is printable and does not
+# end in ';', and a tag is added only if it is plain (printable; no blank, ';', quote, '<' or
+# '>'): then `head;tag=<tag>` parses to exactly `head`'s value plus that header parameter.
+# The first '<', the '>' after it and any quoted display name all lie in the head, so the
+# URI and display name are the head's; the parameters after them split as the head's did,
+# plus one more (or, repeated, the tag's value replaced in its place, as the whole's parse).
+_ADDR_HEADS: dict[str, NameAddr] = {}
+_ADDR_HEADS_MAX = 1024
+
+
+def _addr_head(text: str) -> NameAddr | None:
+    """Parse and remember the part before a tag (see _ADDR_HEADS); None if it does not
+    qualify or does not parse (the whole is then parsed, and refused with its own reason)."""
+    if not text.isprintable() or text.rstrip().endswith(";"):
+        return None
+    try:
+        head = NameAddr._parse(text)
+    except ParseError:
+        return None
+    if len(_ADDR_HEADS) >= _ADDR_HEADS_MAX:
+        _ADDR_HEADS.clear()  # bounded; the busy addresses come back at once
+    _ADDR_HEADS[text] = head
+    return head
 
 
 def _copy_uri(uri: Uri) -> Uri:

@@ -7,14 +7,19 @@ must never change what a message parses to, serializes to, or is refused with.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.sip import headers as headers_module
 from app.sip import message as message_module
+from app.sip import uri as uri_module
 from app.sip.errors import ParseError
 from app.sip.headers import Via
 from app.sip.message import Request, make_response, parse_datagram, validate_request
+from app.sip.uri import NameAddr
 
 INVITE = (
     b"INVITE sip:conf-1@mrfc1.home1.net SIP/2.0\r\n"
@@ -76,29 +81,26 @@ def test_content_length_lines_are_never_remembered() -> None:
     assert not any(name == "Content-Length" for name, _ in message_module._LINES.values())
 
 
-VIA_HEADS = st.sampled_from(
-    [
-        "SIP/2.0/UDP 127.0.0.1:7000",
-        "SIP/2.0/UDP 127.0.0.1:7000;rport",
-        "SIP/2.0/TCP [2001:db8::1]:5060;received=192.0.2.1",
-        "SIP/2.0/udp host.example.com",
-        "SIP/2.0/UDP host;branch=z9hG4bK-old",
-        "SIP/2.0/UDP host;",
-        "SIP/2.0/UDP host;;rport",
-        "SIP/2.0/UDP ",
-        "SIP/2.0/UDP  host",
-        "SIP/2.0/UDP\thost",
-        'SIP/2.0/UDP host;x="a b"',
-        "SIP/2.0 /UDP host",
-        "SIP/2.0/UDP host:99999",
-        "SIP/2.0/UDP bad host",
-        "SIP/2.0/UDP host ; rport",
-    ]
-)
-BRANCHES = st.one_of(
-    st.sampled_from(["z9hG4bK-1", "", "z9hG4bK;rport", "a b", 'z9"x', "x ", "x\t", "a=b", "é"]),
-    st.text(max_size=12),
-)
+VIA_HEAD_TEXTS = [
+    "SIP/2.0/UDP 127.0.0.1:7000",
+    "SIP/2.0/UDP 127.0.0.1:7000;rport",
+    "SIP/2.0/TCP [2001:db8::1]:5060;received=192.0.2.1",
+    "SIP/2.0/udp host.example.com",
+    "SIP/2.0/UDP host;branch=z9hG4bK-old",
+    "SIP/2.0/UDP host;",
+    "SIP/2.0/UDP host;;rport",
+    "SIP/2.0/UDP ",
+    "SIP/2.0/UDP  host",
+    "SIP/2.0/UDP\thost",
+    'SIP/2.0/UDP host;x="a b"',
+    "SIP/2.0 /UDP host",
+    "SIP/2.0/UDP host:99999",
+    "SIP/2.0/UDP bad host",
+    "SIP/2.0/UDP host ; rport",
+]
+BRANCH_TEXTS = ["z9hG4bK-1", "", "z9hG4bK;rport", "a b", 'z9"x', "x ", "x\t", "a=b", "é", "x\r"]
+VIA_HEADS = st.sampled_from(VIA_HEAD_TEXTS)
+BRANCHES = st.one_of(st.sampled_from(BRANCH_TEXTS), st.text(max_size=12))
 
 
 def _fresh(text: str) -> Via | str:
@@ -115,14 +117,24 @@ def _memoed(text: str) -> Via | str:
         return exc.reason
 
 
-@settings(max_examples=400, deadline=None)
-@given(head=VIA_HEADS, first=BRANCHES, branch=BRANCHES)
-def test_via_from_a_remembered_head_is_the_whole_parse(head: str, first: str, branch: str) -> None:
+def _check_via(head: str, first: str, branch: str) -> None:
     headers_module._VIA_HEADS.clear()
     _memoed(f"{head};branch={first}")  # remembers the head, if it qualifies
     text = f"{head};branch={branch}"
     assert _memoed(text) == _fresh(text)
     assert _memoed(text) == _fresh(text)  # and from the memo for sure the second time
+
+
+@pytest.mark.parametrize("head", VIA_HEAD_TEXTS)
+def test_via_from_a_remembered_head_is_the_whole_parse(head: str) -> None:
+    for branch in BRANCH_TEXTS:
+        _check_via(head, "z9hG4bK-first", branch)
+
+
+@settings(max_examples=300, deadline=None)
+@given(head=VIA_HEADS, first=BRANCHES, branch=BRANCHES)
+def test_via_memo_against_generated_branches(head: str, first: str, branch: str) -> None:
+    _check_via(head, first, branch)
 
 
 def test_via_from_the_memo_is_a_value_of_its_own() -> None:
@@ -212,3 +224,78 @@ def test_start_line_memo_is_bounded() -> None:
     for n in range(message_module._START_LINES_MAX + 10):
         _reparsed(INVITE.replace(b"sip:conf-1@", f"sip:conf-{n}@".encode(), 1))
     assert len(message_module._REQUEST_LINES) <= message_module._START_LINES_MAX
+
+
+ADDR_HEAD_TEXTS = [
+    "<sip:conf-1@mrfc1.home1.net>",
+    '"User One" <sip:user1@home1.net>',
+    "User One <sip:user1@home1.net>;x=y",
+    "<sip:user1@home1.net;transport=udp>;expires=60",
+    "<sip:a@b> ;foo = bar",
+    "<sip:a@b>;tag=old",
+    "<sip:a@b;tag=inner>",
+    "sip:a@b",
+    "sip:a@b;transport=tcp",
+    "sip:a@b?x=y",
+    "<sip:a@b>;",
+    "<sip:a@b>;;x",
+    "<sip:a@b",
+    '"unterminated <sip:a@b>',
+    '"x;tag=y" <sip:a@b>',
+    '<sip:a@b>;q="a b"',
+    "<sip:a@b>\t;x",
+    "<tel:+1555>",
+    "   <sip:a@b>",
+    "",
+]
+TAG_TEXTS = ["ue1", "", "a;b", "a b", 'a"', "a>", "<a", "a=b", "x\t", "é", "a,b", "x\n"]
+ADDR_HEADS = st.sampled_from(ADDR_HEAD_TEXTS)
+TAGS = st.one_of(st.sampled_from(TAG_TEXTS), st.text(max_size=10))
+
+
+def _addr(parse: Callable[[str], NameAddr], text: str) -> tuple[object, ...] | str:
+    try:
+        value = parse(text)
+    except ParseError as exc:
+        return exc.reason
+    return (value, str(value), list(value.params))
+
+
+def _check_addr(head: str, first: str, tag: str) -> None:
+    uri_module._ADDR_HEADS.clear()
+    _addr(NameAddr.parse, f"{head};tag={first}")  # remembers the head, if it qualifies
+    text = f"{head};tag={tag}"
+    assert _addr(NameAddr.parse, text) == _addr(NameAddr._parse, text)
+    assert _addr(NameAddr.parse, text) == _addr(NameAddr._parse, text)
+
+
+@pytest.mark.parametrize("head", ADDR_HEAD_TEXTS)
+def test_name_addr_from_a_remembered_head_is_the_whole_parse(head: str) -> None:
+    for tag in TAG_TEXTS:
+        _check_addr(head, "first", tag)
+
+
+@settings(max_examples=300, deadline=None)
+@given(head=ADDR_HEADS, first=TAGS, tag=TAGS)
+def test_name_addr_memo_against_generated_tags(head: str, first: str, tag: str) -> None:
+    _check_addr(head, first, tag)
+
+
+def test_name_addr_from_the_memo_is_a_value_of_its_own() -> None:
+    uri_module._ADDR_HEADS.clear()
+    one = NameAddr.parse("<sip:conf-1@mrfc1.home1.net>;tag=a")
+    two = NameAddr.parse("<sip:conf-1@mrfc1.home1.net>;tag=b")
+    assert "<sip:conf-1@mrfc1.home1.net>" in uri_module._ADDR_HEADS
+    two.sip_uri.user = "conf-2"
+    two.params["x"] = None
+    assert str(one) == "<sip:conf-1@mrfc1.home1.net>;tag=a"
+    assert str(two) == "<sip:conf-2@mrfc1.home1.net>;tag=b;x"
+    three = NameAddr.parse("<sip:conf-1@mrfc1.home1.net>;tag=c")
+    assert str(three) == "<sip:conf-1@mrfc1.home1.net>;tag=c" and three.tag == "c"
+
+
+def test_name_addr_head_memo_is_bounded() -> None:
+    uri_module._ADDR_HEADS.clear()
+    for n in range(uri_module._ADDR_HEADS_MAX + 10):
+        NameAddr.parse(f"<sip:user{n}@home1.net>;tag=t{n}")
+    assert len(uri_module._ADDR_HEADS) <= uri_module._ADDR_HEADS_MAX
