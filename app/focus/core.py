@@ -213,6 +213,14 @@ class Focus:
         # RFC 4579 §5.1: the focus's Contact is the conference URI with the isfocus parameter.
         return f"<{self.conference_uri(conf_id)}>;isfocus"
 
+    def _focus_contact_addr(self, conf: Conference) -> NameAddr:
+        """`_focus_contact` parsed, for a dialog's local Contact: parsed once per conference,
+        a copy (copy-on-write, so cheap) per dialog."""
+        parsed = conf.focus_contact
+        if parsed is None:
+            parsed = conf.focus_contact = NameAddr.parse(self._focus_contact(conf.id))
+        return parsed.copy()
+
     def _via(self, uri: SipUri) -> str:
         return self.ids.via((uri.transport or "udp").upper())
 
@@ -344,7 +352,7 @@ class Focus:
                 return
         part = self._new_participant(conf, request, JoiningMethod.DIALED_IN)
         tag = self.ids.tag()
-        contact = NameAddr.parse(self._focus_contact(conf.id))
+        contact = self._focus_contact_addr(conf)
         part.dialog = Dialog.uas(request, tag, contact)
         part.dialog.owner = part.id
         part.invite = request
@@ -1113,9 +1121,10 @@ class Focus:
             conf.info.active = False
         # RFC 4575 / TS 24.147: the leaver's own subscription ends with it; its last NOTIFY
         # carries the state without it (RFC 6665 §4.2.2 final NOTIFY).
-        for sub in list(conf.subscriptions.values()):
-            if sub.participant_id == part.id and not sub.terminated:
-                self._terminate_subscription(conf, sub, "noresource", now, out)
+        if conf.subscriptions:
+            for sub in list(conf.subscriptions.values()):
+                if sub.participant_id == part.id and not sub.terminated:
+                    self._terminate_subscription(conf, sub, "noresource", now, out)
         if was_connected and user is not None and self._listening(conf):
             change = user_removed(conf.info, user, method, self._now_wall, by=actor)
             self._notify_change(conf, change, now, out)

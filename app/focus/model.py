@@ -18,7 +18,7 @@ from app.focus.preconditions import PreconditionTable
 from app.sip.dialog import Dialog
 from app.sip.message import Request, Response
 from app.sip.sdp import SessionDescription
-from app.sip.uri import SipUri
+from app.sip.uri import NameAddr, SipUri
 
 
 class Phase(Enum):
@@ -168,6 +168,8 @@ class Conference:
     _last: str | None = field(default=None, init=False, repr=False)  # its last key then
     # (node, the conference's URI there, its To text): see Focus._mrfp_target.
     mrfp_target: tuple[str, SipUri, str] | None = field(default=None, init=False, repr=False)
+    # The focus's Contact in this conference's dialogs, parsed (see Focus._focus_contact_addr).
+    focus_contact: NameAddr | None = field(default=None, init=False, repr=False)
 
     def _sync(self) -> dict[str, Participant]:
         participants = self.participants
