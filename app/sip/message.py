@@ -621,6 +621,8 @@ def _parse_head(head: bytes, max_headers: int) -> tuple[Request | Response, list
     append = headers.append
     known = _NAME_CACHE.get
     seen = _LINES.get
+    # A request's Via line names a new branch (transaction) each time: never worth keeping.
+    unique = "Via" if msg.__class__ is Request else ""
     exact = sep == "\r\n"  # one header per line, CRLF: the lines can be sent again as they are
     it = iter(lines)
     next(it)
@@ -646,9 +648,10 @@ def _parse_head(head: bytes, max_headers: int) -> tuple[Request | Response, list
         else:
             header = (name, value.strip())
             append(header)
-            if len(_LINES) >= _LINES_MAX:
-                _LINES.clear()  # crude but bounded: the lines that recur come back at once
-            _LINES[line] = header
+            if name != unique:
+                if len(_LINES) >= _LINES_MAX:
+                    _LINES.clear()  # crude but bounded: the lines that recur come back at once
+                _LINES[line] = header
     if exact and len(lengths) == 1:
         msg._wire = (text[len(start) + 2 :], headers.copy(), lengths[0])
     return msg, lengths

@@ -7,6 +7,8 @@ bytes and serializes the result; header values stay lazy, as on the real receive
 unchanged parsed message writes its header lines as received (see app/sip/message.py), so
 the make_response line measures what the focus does for its own answers: build a 200 OK from
 the parsed INVITE with make_response and serialize it, every header written field by field.
+The in-dialog PRACK line is what the focus receives most: requests and responses of dialogs it
+knows, whose repeated lines, addresses and start line the parser has seen before (new Vias).
 The last lines measure the pieces the focus repeats per message: copying and writing SIP URIs
 and name-addr values (dialogs), and parsing, copying and writing an SDP offer.
 
@@ -98,6 +100,12 @@ def _parse_validate_serialize(data: bytes) -> None:
     bytes(msg)
 
 
+def _parse_validate(data: bytes) -> None:
+    msg = parse_datagram(data)
+    assert isinstance(msg, Request)
+    validate_request(msg)
+
+
 def _parse_edit_serialize(data: bytes) -> None:
     # What a proxy does: one header added, so every header line is written out again
     # (an unchanged message reuses its received header block).
@@ -105,6 +113,24 @@ def _parse_edit_serialize(data: bytes) -> None:
     msg.add("Via", "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-bench", first=True)
     bytes(msg)
 
+
+# A PRACK in the dialog the INVITE above created, as the focus receives it: its addresses,
+# Call-ID, start line and most header lines repeat what the dialog's earlier messages carried.
+PRACK = (
+    b"PRACK sip:conf-x3Jk9Qm2Lp0aZ7wE@mrfc1.home1.net;transport=udp SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:6060;branch=z9hG4bK6b1c.5d2e0b71a3f4c9e0e8c2e1a2b3c4d5e7.0\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5060;received=127.0.0.1;rport=5060;"
+    b"branch=z9hG4bK8a7f.1e2d3c4b5a697887766554433221101.0\r\n"
+    b"Max-Forwards: 67\r\n"
+    b"Route: <sip:127.0.0.1:6060;lr;ftag=8f1e2d3c>\r\n"
+    b'From: "User One" <sip:user1_public1@home1.net>;tag=8f1e2d3c\r\n'
+    b"To: <sip:conf-factory1@mrfc1.home1.net>;tag=as5f2e8d1c\r\n"
+    b"Call-ID: 7a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d@192.0.2.33\r\n"
+    b"CSeq: 2 PRACK\r\n"
+    b"RAck: 1 1 INVITE\r\n"
+    b"Content-Length: 0\r\n"
+    b"\r\n"
+)
 
 _PARSED_INVITE = parse_datagram(INVITE)
 _OK_HEADERS = [
@@ -208,6 +234,7 @@ def main() -> None:
     print(f"parse+validate+serialize INVITE: {rate(_parse_validate_serialize, INVITE):.0f} msg/s")
     fresh = rate(_parse_validate_serialize, INVITE, dialogs=True)
     print(f"parse+validate+serialize INVITE, each of a new dialog: {fresh:.0f} msg/s")
+    print(f"parse+validate in-dialog PRACK: {rate(_parse_validate, PRACK):.0f} msg/s")
     print(f"make_response+serialize 200 OK: {rate(_build_serialize, INVITE):.0f} msg/s")
     print(f"SIP URI copy: {rate(_uri_copy, b''):.0f} /s")
     print(f"SIP URI copy+str: {rate(_uri_copy_str, b''):.0f} /s")

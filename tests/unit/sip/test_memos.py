@@ -75,10 +75,15 @@ def test_line_memo_is_bounded() -> None:
     assert len(message_module._LINES) <= message_module._LINES_MAX
 
 
-def test_content_length_lines_are_never_remembered() -> None:
-    message_module._LINES.clear()
+def test_content_length_and_request_via_lines_are_never_remembered() -> None:
     _reparsed(INVITE)
+    message_module._LINES.clear()
+    invite = _reparsed(INVITE)
     assert not any(name == "Content-Length" for name, _ in message_module._LINES.values())
+    # A request's Via names a new transaction each time; its responses repeat it.
+    assert not any(name == "Via" for name, _ in message_module._LINES.values())
+    parse_datagram(bytes(make_response(invite, 100)))
+    assert any(name == "Via" for name, _ in message_module._LINES.values())
 
 
 VIA_HEAD_TEXTS = [
