@@ -144,8 +144,11 @@ class Via:
                 branch = text[at + 8 :]
                 # One more plain parameter: no ';' (more parameters), no blank or quote (the
                 # slow shape), nothing that the whole's strip() would remove.
-                if ";" not in branch and " " not in branch and '"' not in branch and (
-                    branch.isprintable()
+                if (
+                    ";" not in branch
+                    and " " not in branch
+                    and '"' not in branch
+                    and branch.isprintable()
                 ):
                     params = head.params.copy()
                     params["branch"] = branch
