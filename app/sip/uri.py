@@ -537,7 +537,10 @@ class NameAddr:
                 and ">" not in tag
                 and tag.isprintable()
             ):
-                head = _ADDR_HEADS.get(text[:at]) or _addr_head(text[:at])
+                head_text = text[:at]
+                head = _ADDR_HEADS.get(head_text)
+                if head is None:
+                    head = _addr_head(head_text)
                 if head is not None:
                     params = head._params.copy()
                     params["tag"] = tag
@@ -723,9 +726,20 @@ _ADDR_HEADS: dict[str, NameAddr] = {}
 _ADDR_HEADS_MAX = 1024
 
 
+# Heads seen once: a head is parsed and kept the second time it comes, so an address that
+# appears in one dialog only (a UE's Contact, a one-off caller) costs no extra parse.
+_ADDR_HEADS_SEEN: set[str] = set()
+
+
 def _addr_head(text: str) -> NameAddr | None:
-    """Parse and remember the part before a tag (see _ADDR_HEADS); None if it does not
-    qualify or does not parse (the whole is then parsed, and refused with its own reason)."""
+    """Parse and remember the part before a tag (see _ADDR_HEADS) the second time it is
+    seen; None the first time, or if it does not qualify or does not parse (the whole is then
+    parsed, and refused with its own reason)."""
+    if text not in _ADDR_HEADS_SEEN:
+        if len(_ADDR_HEADS_SEEN) >= _ADDR_HEADS_MAX:
+            _ADDR_HEADS_SEEN.clear()
+        _ADDR_HEADS_SEEN.add(text)
+        return None
     if not text.isprintable() or text.rstrip().endswith(";"):
         return None
     try:

@@ -268,7 +268,9 @@ def _addr(parse: Callable[[str], NameAddr], text: str) -> tuple[object, ...] | s
 
 def _check_addr(head: str, first: str, tag: str) -> None:
     uri_module._ADDR_HEADS.clear()
-    _addr(NameAddr.parse, f"{head};tag={first}")  # remembers the head, if it qualifies
+    uri_module._ADDR_HEADS_SEEN.clear()
+    _addr(NameAddr.parse, f"{head};tag={first}")  # notes the head
+    _addr(NameAddr.parse, f"{head};tag={first}x")  # remembers it, if it qualifies
     text = f"{head};tag={tag}"
     assert _addr(NameAddr.parse, text) == _addr(NameAddr._parse, text)
     assert _addr(NameAddr.parse, text) == _addr(NameAddr._parse, text)
@@ -288,7 +290,9 @@ def test_name_addr_memo_against_generated_tags(head: str, first: str, tag: str) 
 
 def test_name_addr_from_the_memo_is_a_value_of_its_own() -> None:
     uri_module._ADDR_HEADS.clear()
+    uri_module._ADDR_HEADS_SEEN.clear()
     one = NameAddr.parse("<sip:conf-1@mrfc1.home1.net>;tag=a")
+    assert "<sip:conf-1@mrfc1.home1.net>" not in uri_module._ADDR_HEADS  # seen once only
     two = NameAddr.parse("<sip:conf-1@mrfc1.home1.net>;tag=b")
     assert "<sip:conf-1@mrfc1.home1.net>" in uri_module._ADDR_HEADS
     two.sip_uri.user = "conf-2"
@@ -303,4 +307,6 @@ def test_name_addr_head_memo_is_bounded() -> None:
     uri_module._ADDR_HEADS.clear()
     for n in range(uri_module._ADDR_HEADS_MAX + 10):
         NameAddr.parse(f"<sip:user{n}@home1.net>;tag=t{n}")
-    assert len(uri_module._ADDR_HEADS) <= uri_module._ADDR_HEADS_MAX
+        NameAddr.parse(f"<sip:user{n}@home1.net>;tag=u{n}")
+    assert 0 < len(uri_module._ADDR_HEADS) <= uri_module._ADDR_HEADS_MAX
+    assert len(uri_module._ADDR_HEADS_SEEN) <= uri_module._ADDR_HEADS_MAX
