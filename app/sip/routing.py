@@ -56,6 +56,16 @@ def response_destination(via: Via, source: Address | None = None) -> Address:
     rport = via.rport
     if via.received and rport is not None:
         port = rport
+    if (
+        source is not None
+        and source.port == port
+        and source.host == host
+        and source.transport == "UDP"
+        and source.connection is None
+    ):
+        # The usual case (RFC 3581: received and rport are the source): the source address
+        # itself, one object fewer for every server transaction to keep for 64*T1.
+        return source
     return Address("UDP", host, port)
 
 

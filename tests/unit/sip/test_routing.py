@@ -58,6 +58,20 @@ def test_unreliable_response_destination(
     assert response_destination(via(via_text), source) == expected
 
 
+def test_a_response_to_the_source_itself_reuses_its_address() -> None:
+    """rport and received naming the source (RFC 3581 §4): the same Address object comes back
+    (a server transaction keeps it for 64*T1); any other destination is a new one."""
+    stamped = via("SIP/2.0/UDP 10.0.0.1:5060;received=198.51.100.7;rport=40000;branch=z9hG4bK1")
+    assert response_destination(stamped, UDP_SRC) is UDP_SRC
+    plain = via("SIP/2.0/UDP 198.51.100.7:40000;branch=z9hG4bK1")
+    assert response_destination(plain, UDP_SRC) is UDP_SRC
+    other_port = via("SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK1")
+    assert response_destination(other_port, UDP_SRC) == Address("UDP", "198.51.100.7", 5060)
+    tcp_src = Address("TCP", "198.51.100.7", 40000)
+    dest = response_destination(plain, tcp_src)
+    assert dest == Address("UDP", "198.51.100.7", 40000) and dest is not tcp_src
+
+
 def test_reliable_response_goes_back_on_the_connection() -> None:
     src = Address("TCP", "198.51.100.7", 51000, connection=12)
     dest = response_destination(
