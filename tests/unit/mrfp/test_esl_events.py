@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.mrfp.esl import parse_event_plain_body, url_decode
-from app.mrfp.esl.events import url_encode
+from app.mrfp.esl.events import _escape, serialize_event_plain, url_encode
 
 _HEX = "0123456789abcdefABCDEF"
 _SE = "surrogateescape"
@@ -53,6 +53,26 @@ def test_encoded_values_round_trip() -> None:
         body = f"V: {url_encode(value)}\n\n".encode()
         assert parse_event_plain_body(body)["V"] == value
         assert parse_event_plain_body(body)["V"] == value
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x2FF), max_size=12))
+def test_url_encode_writes_safe_values_as_they_are_and_escapes_the_rest(value: str) -> None:
+    # The regex fast path must agree with the byte loop on every value.
+    assert url_encode(value) == _escape(value)
+
+
+def test_url_encode_escapes_each_unsafe_byte() -> None:
+    for char in '\r\n "#&+:;<=>?@[\\]^`{|}\x7f\x01é':
+        assert url_encode(f"a{char}b") != f"a{char}b", repr(char)
+    assert url_encode("100%2F") == "100%2F"  # no double encoding
+    assert url_encode("sip-1.2_3~x/y*z!(')$,") == "sip-1.2_3~x/y*z!(')$,"
+
+
+@given(st.lists(st.tuples(st.sampled_from(["A", "Caller-ID", "é-x"]), _values), max_size=6))
+def test_plain_serialization_is_the_same_from_its_line_memo(pairs: list[tuple[str, str]]) -> None:
+    expected = ("".join(f"{n}: {url_encode(v)}\n" for n, v in pairs) + "\n").encode("utf-8", _SE)
+    for _ in range(2):  # the second time every line comes from the memo
+        assert serialize_event_plain(pairs) == expected
 
 
 def test_as_dict_keeps_the_first_of_repeated_names_in_event_order() -> None:
