@@ -12,9 +12,12 @@ was parsed (and whose body length still matches its one Content-Length) writes i
 lines as they arrived instead: the same message, without rebuilding every line. Bytes that
 are not UTF-8 survive either way (surrogateescape), so a message can be relayed unchanged.
 
-Hot-path notes (tests/bench/bench_sip.py): one split into lines, one `partition(": ")` and one
-dict lookup per line (header spellings seen before map straight to canonical names), no regex
-per line; anything unusual (folding, odd spacing, a new spelling) drops to a slow path.
+Hot-path notes (tests/bench/bench_sip.py): one split into lines, then one dict lookup per line
+seen before (whole lines and start lines recur within a dialog and across a conference), else
+one `partition(": ")` and one lookup (header spellings seen before map straight to canonical
+names), no regex per line; anything unusual (folding, odd spacing, a new spelling) drops to a
+slow path. Validation gathers the headers with one `dict()` when no name repeats. Every memo
+holds immutable values by their text and is bounded (cleared when full).
 """
 
 from __future__ import annotations
