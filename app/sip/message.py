@@ -145,7 +145,10 @@ class Message:
     def values(self, name: str) -> list[str]:
         """Every value of a header, list headers split at commas (RFC 3261 §7.3.1)."""
         name = canonical_name(name)
-        lines = self.get_lines(name)
+        if name in KNOWN_NAMES:
+            lines = [v for n, v in self.headers if n == name]  # get_lines, without a 2nd call
+        else:
+            lines = self.get_lines(name)
         if name not in MULTI_VALUE:
             return [v.strip() for v in lines]
         return _split_lines(name, lines)
