@@ -415,7 +415,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--capacity-rates",
-        default="400,500",
+        default="500,700",
         help="offered joins/s of the runs with the MRFC-AS on a CPU of its own; '' to skip",
     )
     parser.add_argument("--no-sipp", action="store_true", help="only the in-process figure")
