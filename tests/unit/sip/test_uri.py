@@ -195,6 +195,20 @@ def test_name_addr_text_follows_its_uri_held_anywhere() -> None:
     assert na.copy() == na and twin != na
 
 
+def _edit(value: NameAddr, op: str, n: int) -> None:
+    if op == "uri_param":
+        value.sip_uri.params[f"p{n}"] = str(n)
+    elif op == "param":
+        value.params[f"h{n}"] = None
+    elif op == "pop":
+        value.params.pop("tag", None)
+        value.sip_uri.params.pop("transport", None)
+    elif op == "port":
+        value.sip_uri.port = 5060 + n
+    elif op == "display":
+        value.display_name = f"D{n}"
+
+
 @given(
     st.lists(
         st.tuples(
@@ -217,30 +231,10 @@ def test_copies_match_independent_parses(ops: list[tuple[str, int]]) -> None:
             values.append(value.copy())
             model.append(model[i])
             continue
-        if op == "uri_param":
-            value.sip_uri.params[f"p{n}"] = str(n)
-        elif op == "param":
-            value.params[f"h{n}"] = None
-        elif op == "pop":
-            value.params.pop("tag", None)
-            value.sip_uri.params.pop("transport", None)
-        elif op == "port":
-            value.sip_uri.port = 5060 + n
-        elif op == "display":
-            value.display_name = f"D{n}"
+        _edit(value, op, n)
         if op != "str":
             fresh = NameAddr.parse(model[i])
-            if op == "uri_param":
-                fresh.sip_uri.params[f"p{n}"] = str(n)
-            elif op == "param":
-                fresh.params[f"h{n}"] = None
-            elif op == "pop":
-                fresh.params.pop("tag", None)
-                fresh.sip_uri.params.pop("transport", None)
-            elif op == "port":
-                fresh.sip_uri.port = 5060 + n
-            elif op == "display":
-                fresh.display_name = f"D{n}"
+            _edit(fresh, op, n)
             model[i] = str(fresh)
         for v, text in zip(values, model, strict=True):
             assert str(v) == text
