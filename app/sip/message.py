@@ -870,7 +870,6 @@ class StreamFramer:
 _UNIQUE_HEADERS = frozenset(("Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Type"))
 # List headers validation parses (RFC 3261 §7.3.1: several lines, or commas in one).
 _LISTS = frozenset(("Via", "Contact", "Route", "Record-Route"))
-_VALIDATED = _UNIQUE_HEADERS | _LISTS
 
 
 def _split_lines(name: str, lines: list[str]) -> list[str]:
@@ -927,6 +926,14 @@ def _gather(headers: list[tuple[str, str]]) -> tuple[dict[str, str], dict[str, l
     return last, lists
 
 
+def _required(last: dict[str, str], name: str) -> str:
+    """The value of a header every message must carry (RFC 3261 §8.1.1)."""
+    value = last.get(name)
+    if value is None:
+        raise ParseError(f"Missing {name} header")
+    return value
+
+
 def _lines(last: dict[str, str], lists: dict[str, list[str]] | None, name: str) -> list[str] | None:
     """The lines of validated list header `name` (see _gather), None if it has none."""
     if lists is not None:
@@ -961,27 +968,15 @@ def _validate(msg: Message) -> tuple[dict[str, str], dict[str, list[str]] | None
         raise ParseError("Missing Via header")
     # NameAddr.parse and CSeq.parse ignore surrounding blanks: their memos take the text as is.
     if "From" not in cache:
-        value = last.get("From")
-        if value is None:
-            raise ParseError("Missing From header")
-        cache["From"] = _parse_name_addr(value)
+        cache["From"] = _parse_name_addr(_required(last, "From"))
     if "To" not in cache:
-        value = last.get("To")
-        if value is None:
-            raise ParseError("Missing To header")
-        cache["To"] = _parse_name_addr(value)
+        cache["To"] = _parse_name_addr(_required(last, "To"))
     if "Call-ID" not in cache:
-        value = last.get("Call-ID")
-        if value is None:
-            raise ParseError("Missing Call-ID header")
-        cache["Call-ID"] = value.strip()
+        cache["Call-ID"] = _required(last, "Call-ID").strip()
     if not cache["Call-ID"]:
         raise ParseError("Empty Call-ID")
     if "CSeq" not in cache:
-        value = last.get("CSeq")
-        if value is None:
-            raise ParseError("Missing CSeq header")
-        cache["CSeq"] = _parse_cseq(value)
+        cache["CSeq"] = _parse_cseq(_required(last, "CSeq"))
     value = last.get("Max-Forwards")
     if value is not None and not value.strip().isdigit():
         raise ParseError("Bad Max-Forwards")
