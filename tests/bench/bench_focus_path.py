@@ -6,7 +6,7 @@ back out through the transaction layer and serialization. The sockets are replac
 datagrams are handed to the transport as its UDP protocol would, outbound ones are captured.
 A scripted UE (the VoLTE flow of tests/interop/scenarios/focus/uac_bench_join.xml: INVITE
 with preconditions, reliable 183, PRACK, UPDATE, 200, ACK; later BYE) and a scripted media
-processor (100, then 183 and 200 with SDP to the focus's INVITE, the ESL add-member and
+processor (100, then 200 with SDP to the focus's INVITE, the ESL add-member and
 del-member events, 200 to BYE) answer what the focus sends. Only the time spent inside the
 product's calls is counted (`time.thread_time`), not the scripting around them; what the
 real process also spends (system calls, the event loop's own bookkeeping, timers, the
@@ -170,8 +170,7 @@ class Flow:
         out = self.deliver(with_length(invite, OFFER), ue)
         (mrfp_invite,) = [d for d in out if d.startswith(b"INVITE ")]
         self.deliver(self.mrfp_answer(mrfp_invite, "100 Trying"), MRFP)
-        # As FreeSWITCH's pre_answer and the built-in processor do: an unreliable 183 first.
-        self.deliver(self.mrfp_answer(mrfp_invite, "183 Session Progress", MRFP_SDP), MRFP)
+        # freeswitch/'s dialplan (answer, no pre_answer) and the built-in processor: no 183.
         out = self.deliver(self.mrfp_answer(mrfp_invite, "200 OK", MRFP_SDP), MRFP)
         (early,) = [d for d in out if start_line(d).startswith("SIP/2.0 183")]
         to = header(early, "To")

@@ -66,6 +66,9 @@ def mrfp(tmp_path: Path) -> Iterator[Mrfp]:
         "--sip-port", str(sip_port), "--esl-port", str(esl_port),
         "--rtp-ports", f"{rtp_low}-{rtp_low + 39}", "--media-timeout", "0",
         "--log-level", "DEBUG",
+        # The scenarios follow the recorded FreeSWITCH calls, whose dialplan ran pre_answer
+        # (a 183 with the answer, reliable with 100rel) before answer.
+        "--pre-answer",
     ]  # fmt: skip
     with log.open("wb") as err:
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, cwd=ROOT)

@@ -66,6 +66,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=float(_env("MEDIA_TIMEOUT", "30")),
         help="seconds without RTP before a member is dropped (0: never)",
     )
+    p.add_argument(
+        "--pre-answer",
+        action=argparse.BooleanOptionalAction,
+        default=_env("PRE_ANSWER", "false").lower() in ("1", "true", "yes"),
+        help="send a 183 with the answer before the 200, as FreeSWITCH does with a dialplan "
+        "that runs pre_answer before answer (default: the 200 alone, as freeswitch/'s dialplan)",
+    )
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
     return p.parse_args(argv)
 
@@ -98,7 +105,7 @@ async def run(args: argparse.Namespace, stop: asyncio.Event | None = None) -> No
     await transport.start()
     endpoint = SipEndpoint(transport, args.sip_host, transport.port)
     transport.on_message = endpoint.receive
-    side = SipSide(endpoint, registry, engine, rtp_host=rtp_host)
+    side = SipSide(endpoint, registry, engine, rtp_host=rtp_host, pre_answer=args.pre_answer)
     esl = EslServer(registry, args.esl_host, args.esl_port, args.esl_password)
     try:
         await engine.start()

@@ -4,10 +4,12 @@ behaving as FreeSWITCH 1.10's sofia profile + dialplan of `../shared/fixtures/fr
 Routing (the fixtures' dialplan): the conference is the `X-Conference` header, else the
 Request-URI user `conf-<name>`; neither gets `404` with `Reason: Q.850;cause=1`.
 
-An INVITE with an offer (RFC 3264) is answered as FreeSWITCH does after `pre_answer` and
-`answer`: `100`, then `183` with the SDP answer — reliable (`Require: 100rel`, `RSeq`, RFC 3262)
-only when the INVITE says it supports 100rel, in which case the `200` waits for the PRACK and
-carries no SDP — else an unreliable 183 and a `200` repeating the answer. An INVITE without an
+An INVITE with an offer (RFC 3264) is answered as FreeSWITCH does with the dialplan of
+`freeswitch/` (`answer`): `100`, then `200` with the SDP answer. With `pre_answer` (the dialplan
+the fixtures were recorded with: `pre_answer`, then `answer`) it is `100`, then `183` with the
+answer — reliable (`Require: 100rel`, `RSeq`, RFC 3262) only when the INVITE says it supports
+100rel, in which case the `200` waits for the PRACK and carries no SDP — else an unreliable 183
+and a `200` repeating the answer. An INVITE without an
 offer (late offer) gets our offer in the `200`; the ACK carries the answer (RFC 3264 §4). The
 member joins the conference when the call is answered.
 
@@ -198,8 +200,10 @@ class SipSide:
         rtp_host: str = "127.0.0.1",
         user_agent: str = "mrfp-builtin",
         timers: Timers | None = None,
+        pre_answer: bool = False,
     ) -> None:
         self.endpoint = endpoint
+        self.pre_answer = pre_answer
         self.registry = registry
         self.engine = engine
         self.rtp_host = rtp_host
@@ -389,6 +393,10 @@ class SipSide:
             return
         call.local_sdp = answer
         self._apply_remote(call, remote)
+        if not self.pre_answer:
+            # The shipped dialplan's `answer` alone: the 200 carries the answer.
+            await self._final_200(call, with_sdp=True, ack_answer=False)
+            return
         # pre_answer: 183 with the answer; reliable only if the UAC can do 100rel (RFC 3262).
         headers = self._dialog_headers()
         if call.reliable:

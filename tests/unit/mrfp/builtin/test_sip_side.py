@@ -4,6 +4,7 @@ endpoint sends, a fake engine what the SIP side asks of the media."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -114,8 +115,8 @@ class Rig:
         return [e.action for e in self.events]
 
 
-@pytest.fixture
-async def rig() -> AsyncIterator[Rig]:
+@contextlib.asynccontextmanager
+async def make_rig(*, pre_answer: bool) -> AsyncIterator[Rig]:
     transport = FakeTransport()
     timers = Timers(t1=0.05, t2=0.2, t4=0.2)
     endpoint = SipEndpoint(transport, "127.0.0.1", 5080, timers=timers)
@@ -123,12 +124,28 @@ async def rig() -> AsyncIterator[Rig]:
     registry = ConferenceRegistry(EventContext(hostname="test"), engine)
     events: list[MaintenanceEvent] = []
     registry.listeners.append(events.append)
-    side = SipSide(endpoint, registry, engine, rtp_host="127.0.0.1", timers=timers)
+    side = SipSide(
+        endpoint, registry, engine, rtp_host="127.0.0.1", timers=timers, pre_answer=pre_answer
+    )
     try:
         yield Rig(transport, engine, registry, side, endpoint, events)
     finally:
         await side.close(timeout=0.5)
         endpoint.close()
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    """As the fixtures' FreeSWITCH was recorded: its dialplan ran pre_answer, then answer."""
+    async with make_rig(pre_answer=True) as made:
+        yield made
+
+
+@pytest.fixture
+async def answer_rig() -> AsyncIterator[Rig]:
+    """As freeswitch/'s dialplan (answer only), the built-in processor's default."""
+    async with make_rig(pre_answer=False) as made:
+        yield made
 
 
 def invite(
@@ -236,6 +253,27 @@ async def test_100rel_call_reliable_183_then_prack_then_200_without_sdp(rig: Rig
     assert rig.actions()[-3:] == ["floor-change", "del-member", "conference-destroy"]
     delete = dict(rig.events[-2].headers)
     assert delete["Answer-State"] == "hangup" and delete["Hangup-Cause"] == "NORMAL_CLEARING"
+
+
+@pytest.mark.parametrize("supported", [None, "100rel"])
+async def test_without_pre_answer_the_200_carries_the_answer(
+    answer_rig: Rig, supported: str | None
+) -> None:
+    rig = answer_rig
+    rig.receive(invite(supported=supported))
+    await rig.transport.wait_for(lambda: 200 in statuses(rig))
+    assert statuses(rig) == [100, 200]  # no 183, reliable or not
+    ok = rig.transport.responses("INVITE")[-1]
+    assert ok.rseq is None and ok.get("Require") is None
+    answer = ok.body.decode()
+    assert "m=audio " in answer and "a=rtpmap:0 PCMU/8000" in answer
+    tag = ok.to.tag
+    assert tag is not None
+    rig.receive(in_dialog("ACK", tag, 1, branch="z9hG4bK-ack2"))
+    assert rig.actions() == ["conference-create", "add-member", "floor-change"]
+    assert list(rig.engine.muted.values()) == [False]  # in the mix once answered
+    await asyncio.sleep(0.15)  # past 2*T1: an ACKed 200 is not sent again
+    assert statuses(rig) == [100, 200]
 
 
 async def test_no_100rel_183_and_200_with_sdp_then_kick_sends_bye(rig: Rig) -> None:
