@@ -48,6 +48,7 @@ test-fast: venv
 
 lint: venv
 	$(VENV)/bin/ruff check app tests kamailio
+	$(VENV)/bin/ruff format --check app tests kamailio
 	$(VENV)/bin/mypy --strict app
 	$(VENV)/bin/lint-imports
 

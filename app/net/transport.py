@@ -145,8 +145,13 @@ class SipTransport:
                 raise
             if not self._udp_enabled:
                 self.port = int(self._server.sockets[0].getsockname()[1])
-        log.info("SIP transport listening on %s:%d (udp=%s tcp=%s)", self.host, self.port,
-                 self._udp_enabled, self._tcp_enabled)
+        log.info(
+            "SIP transport listening on %s:%d (udp=%s tcp=%s)",
+            self.host,
+            self.port,
+            self._udp_enabled,
+            self._tcp_enabled,
+        )
 
     def _grow_receive_buffer(self, udp: asyncio.DatagramTransport) -> None:
         """A burst of datagrams (retransmissions, a conference's worth of NOTIFY answers)
@@ -164,8 +169,9 @@ class SipTransport:
                 break
             except OSError:
                 continue
-        log.debug("UDP receive buffer: %d bytes",
-                  sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+        log.debug(
+            "UDP receive buffer: %d bytes", sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        )
 
     async def stop(self) -> None:
         for task in list(self._connecting.values()):
@@ -396,11 +402,15 @@ class SipTransport:
 
     # -- connections ------------------------------------------------------------------------
 
-    def _register(self, writer: asyncio.WriteTransport, peer: tuple[str, int],
-                  key: tuple[str, int] | None) -> _Connection:
+    def _register(
+        self, writer: asyncio.WriteTransport, peer: tuple[str, int], key: tuple[str, int] | None
+    ) -> _Connection:
         assert self._loop is not None
         conn = _Connection(
-            self._next_id, peer, writer, StreamFramer(self._max_size, self._max_headers),
+            self._next_id,
+            peer,
+            writer,
+            StreamFramer(self._max_size, self._max_headers),
             self._loop.time(),
         )
         self._next_id += 1
@@ -509,8 +519,11 @@ class _TcpProtocol(asyncio.Protocol):
         if self.conn is not None:
             if self.conn.framer.pending:
                 # RFC 4475 §3.1.2.2: an incomplete message at close is discarded.
-                log.info("connection %d closed with %d bytes unframed", self.conn.id,
-                         self.conn.framer.pending)
+                log.info(
+                    "connection %d closed with %d bytes unframed",
+                    self.conn.id,
+                    self.conn.framer.pending,
+                )
             self.owner._forget(self.conn)
 
 

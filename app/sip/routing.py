@@ -14,8 +14,15 @@ from app.sip.message import Message
 from app.sip.uri import SipUri
 
 # RFC 3261 §19.1.2, RFC 7118 §5: default ports when a URI or sent-by names none.
-DEFAULT_PORTS = {"UDP": 5060, "TCP": 5060, "SCTP": 5060, "TLS": 5061, "TLS-SCTP": 5061,
-                 "WS": 80, "WSS": 443}
+DEFAULT_PORTS = {
+    "UDP": 5060,
+    "TCP": 5060,
+    "SCTP": 5060,
+    "TLS": 5061,
+    "TLS-SCTP": 5061,
+    "WS": 80,
+    "WSS": 443,
+}
 # RFC 3261 §18.1.1: a request within 200 bytes of the path MTU, or larger than 1300 bytes when
 # the MTU is unknown, goes over a congestion-controlled transport (TCP) instead of UDP.
 UDP_SAFE_SIZE = 1300

@@ -66,12 +66,12 @@ class Retransmitter:
         self._heap: list[tuple[float, int, _Entry]] = []
         self._seq = itertools.count()
 
-    def start(self, key: Hashable, message: Request | Response, now: float, *,
-              cap: float | None) -> None:
+    def start(
+        self, key: Hashable, message: Request | Response, now: float, *, cap: float | None
+    ) -> None:
         """Retransmit `message` at now+T1, then doubling (up to `cap` if given), until
         `stop(key)` or 64*T1 from now. The first transmission is the caller's."""
-        entry = _Entry(key, message, self.timers.t1, cap, now + self.timers.t1,
-                       now + self.timers.b)
+        entry = _Entry(key, message, self.timers.t1, cap, now + self.timers.t1, now + self.timers.b)
         self._entries[key] = entry
         heapq.heappush(self._heap, (entry.next_at, next(self._seq), entry))
 

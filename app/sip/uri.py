@@ -583,9 +583,7 @@ class NameAddr:
         uritext = uritext.strip()
         if "?" in uritext or " " in uritext:
             raise ParseError(f"addr-spec {uritext!r} needs <> around it")
-        return cls._make(
-            parse_uri_copy(uritext), None, _parse_params(paramtext, "header"), False
-        )
+        return cls._make(parse_uri_copy(uritext), None, _parse_params(paramtext, "header"), False)
 
     def __str__(self) -> str:
         uri = str(self._uri)

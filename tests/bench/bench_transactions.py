@@ -37,7 +37,10 @@ def start_uas(port: int) -> tuple[subprocess.Popen[str], float]:
     """The core UAS in its own process; its CPU seconds once ready (imports excluded)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.support.core_peer", "--port", str(port)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.stdout is not None
     line = proc.stdout.readline().split()

@@ -110,8 +110,16 @@ LOSSY_RETRANS = ["-max_invite_retrans", "8"]
 # -- SIPp as UAC, the core as UAS -----------------------------------------------------------
 
 
-async def sipp_uac_against(peer: CorePeer, tmp_path: Path, transport: str, *, calls: int,
-                           lost: int = 0, rate: int = 10, timeout: float = 40.0) -> SippResult:
+async def sipp_uac_against(
+    peer: CorePeer,
+    tmp_path: Path,
+    transport: str,
+    *,
+    calls: int,
+    lost: int = 0,
+    rate: int = 10,
+    timeout: float = 40.0,
+) -> SippResult:
     log_dir = tmp_path / f"uac-{transport.lower()}"
     log_dir.mkdir(parents=True, exist_ok=True)
     extra = [*stat_args(log_dir), "-r", str(rate), "-l", str(calls), "-d", "200"]
@@ -131,9 +139,7 @@ async def sipp_uac_against(peer: CorePeer, tmp_path: Path, transport: str, *, ca
 
 
 @pytest.mark.parametrize("transport", ["UDP", "TCP"])
-async def test_sipp_uac_100rel_prack_update(
-    peer: CorePeer, tmp_path: Path, transport: str
-) -> None:
+async def test_sipp_uac_100rel_prack_update(peer: CorePeer, tmp_path: Path, transport: str) -> None:
     result = await sipp_uac_against(peer, tmp_path, transport, calls=1)
     assert result.ok, result.report()
     stats = sipp_stats(result.log_dir)
@@ -165,8 +171,9 @@ async def test_sipp_uac_100rel_prack_update(
 @pytest.mark.slow
 async def test_sipp_uac_100rel_with_10_percent_loss(peer: CorePeer, tmp_path: Path) -> None:
     calls = 20
-    result = await sipp_uac_against(peer, tmp_path, "UDP", calls=calls, lost=10, rate=10,
-                                    timeout=45)
+    result = await sipp_uac_against(
+        peer, tmp_path, "UDP", calls=calls, lost=10, rate=10, timeout=45
+    )
     stats = sipp_stats(result.log_dir)
     assert result.ok, f"{stats}\n{result.report()}"
     assert stats["SuccessfulCall(C)"] == str(calls) and stats["FailedCall(C)"] == "0"
@@ -206,9 +213,16 @@ async def test_sipp_uac_cancels(peer: CorePeer, tmp_path: Path, transport: str) 
 # -- SIPp as UAS, the core as UAC -----------------------------------------------------------
 
 
-async def core_calls_sipp(peer: CorePeer, tmp_path: Path, transport: str, *, calls: int,
-                          lost: int = 0, interval: float = 0.0,
-                          timeout: float = 40.0) -> tuple[SippResult, list[bool], list[str]]:
+async def core_calls_sipp(
+    peer: CorePeer,
+    tmp_path: Path,
+    transport: str,
+    *,
+    calls: int,
+    lost: int = 0,
+    interval: float = 0.0,
+    timeout: float = 40.0,
+) -> tuple[SippResult, list[bool], list[str]]:
     log_dir = tmp_path / f"uas-{transport.lower()}"
     log_dir.mkdir(parents=True, exist_ok=True)
     # -d: how long SIPp lingers after its 200 BYE, to answer a retransmitted BYE again. With
@@ -232,8 +246,9 @@ async def core_calls_sipp(peer: CorePeer, tmp_path: Path, transport: str, *, cal
 
         async def one(i: int) -> tuple[bool, str]:
             await asyncio.sleep(i * interval)
-            outcome = await peer.call(f"sip:sipp@{HOST}:{process.port}", dest, hold=0.1,
-                                      timeout=timeout)
+            outcome = await peer.call(
+                f"sip:sipp@{HOST}:{process.port}", dest, hold=0.1, timeout=timeout
+            )
             return outcome.ok, outcome.reason
 
         outcomes = await asyncio.gather(*(one(i) for i in range(calls)))
@@ -270,8 +285,9 @@ async def test_core_uac_against_sipp_uas_with_10_percent_loss(
     peer: CorePeer, tmp_path: Path
 ) -> None:
     calls = 20
-    result, oks, reasons = await core_calls_sipp(peer, tmp_path, "UDP", calls=calls, lost=10,
-                                                 interval=0.1, timeout=45)
+    result, oks, reasons = await core_calls_sipp(
+        peer, tmp_path, "UDP", calls=calls, lost=10, interval=0.1, timeout=45
+    )
     stats = sipp_stats(result.log_dir)
     assert all(oks), reasons
     assert result.ok, f"{stats}\n{result.report()}"

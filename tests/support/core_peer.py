@@ -99,8 +99,14 @@ class _UacCall:
 class CorePeer:
     """UAS and UAC on one transport; `stats` counts what it did."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
-                 timers: Timers | None = None, user: str = "core") -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        timers: Timers | None = None,
+        user: str = "core",
+    ) -> None:
         self.host = host
         self.transport = SipTransport(host, port)
         self.timers = timers or Timers()
@@ -118,8 +124,9 @@ class CorePeer:
 
     async def start(self) -> None:
         await self.transport.start()
-        self.endpoint = SipEndpoint(self.transport, self.host, self.transport.port,
-                                    timers=self.timers)
+        self.endpoint = SipEndpoint(
+            self.transport, self.host, self.transport.port, timers=self.timers
+        )
         self.endpoint.user = self
         self.transport.on_message = self.endpoint.receive
 
@@ -196,8 +203,9 @@ class CorePeer:
         else:
             self._respond(txn, 405, headers=[("Allow", ALLOW)])
 
-    def on_response(self, response: Response, source: Address,
-                    txn: ClientTransaction | None) -> None:
+    def on_response(
+        self, response: Response, source: Address, txn: ClientTransaction | None
+    ) -> None:
         call = self._uac_calls.get(response.call_id)
         if response.cseq.method == "INVITE" and call is not None:
             self._uac_invite_response(call, response)
@@ -219,8 +227,15 @@ class CorePeer:
 
     # -- UAS --------------------------------------------------------------------------------
 
-    def _respond(self, txn: ServerTransaction, status: int, *, to_tag: str | None = None,
-                 headers: list[tuple[str, str]] | None = None, body: bytes = b"") -> Response:
+    def _respond(
+        self,
+        txn: ServerTransaction,
+        status: int,
+        *,
+        to_tag: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+    ) -> Response:
         hdrs = list(headers or [])
         if body:
             hdrs.append(("Content-Type", "application/sdp"))
@@ -242,8 +257,11 @@ class CorePeer:
             log.info("refused INVITE: %s", exc)
             return
         use_100rel = "100rel" in request.require or "100rel" in request.supported
-        reliable = (ReliableProvisionals(request.cseq.number, secrets.randbelow(2**31 - 2) + 1)
-                    if use_100rel else None)
+        reliable = (
+            ReliableProvisionals(request.cseq.number, secrets.randbelow(2**31 - 2) + 1)
+            if use_100rel
+            else None
+        )
         call = _UasCall(dialog, request, txn, reliable)
         self.dialogs.add(dialog)
         self._uas_calls[self._key(dialog)] = call
@@ -253,10 +271,16 @@ class CorePeer:
             # RFC 3262 §3: Require: 100rel and RSeq; retransmitted until the PRACK.
             rseq = reliable.next_rseq()
             body = sdp(self.host, call.sdp_version) if request.body else b""
-            p183 = self._respond(txn, 183, to_tag=tag, body=body, headers=[
-                contact, ("Require", "100rel"), ("RSeq", str(rseq)), ("Allow", ALLOW)])
-            self.retrans.start_reliable_provisional(("rel", *self._key(dialog)), p183,
-                                                    self.ep.now())
+            p183 = self._respond(
+                txn,
+                183,
+                to_tag=tag,
+                body=body,
+                headers=[contact, ("Require", "100rel"), ("RSeq", str(rseq)), ("Allow", ALLOW)],
+            )
+            self.retrans.start_reliable_provisional(
+                ("rel", *self._key(dialog)), p183, self.ep.now()
+            )
             self._arm()
             return
         self._respond(txn, 180, to_tag=tag, headers=[contact])
@@ -267,8 +291,13 @@ class CorePeer:
         call.answered = True
         call.sdp_version += 1
         body = sdp(self.host, call.sdp_version) if call.invite.body else b""
-        ok = self._respond(call.txn, 200, to_tag=call.dialog.local_tag, body=body, headers=[
-            ("Contact", str(call.dialog.local_contact)), ("Allow", ALLOW)])
+        ok = self._respond(
+            call.txn,
+            200,
+            to_tag=call.dialog.local_tag,
+            body=body,
+            headers=[("Contact", str(call.dialog.local_contact)), ("Allow", ALLOW)],
+        )
         self.retrans.start_2xx(("2xx", *self._key(call.dialog)), ok, self.ep.now())
         self._arm()
 
@@ -356,25 +385,31 @@ class CorePeer:
 
     # -- UAC --------------------------------------------------------------------------------
 
-    async def call(self, target: str, dest: Address, *, hold: float = 0.1,
-                   timeout: float = 60.0) -> CallOutcome:
+    async def call(
+        self, target: str, dest: Address, *, hold: float = 0.1, timeout: float = 60.0
+    ) -> CallOutcome:
         """INVITE `target` at `dest`, ACK its 2xx, wait `hold` seconds, BYE."""
         ep = self.ep
         loop = asyncio.get_running_loop()
         transport = dest.transport
         call_id = ep.new_call_id()
         body = sdp(self.host, 1)
-        invite = Request("INVITE", target, [
-            ("Via", ep.via(transport)),
-            ("Max-Forwards", "70"),
-            ("From", f"<sip:{self.user}@{self.host}>;tag={ep.new_tag()}"),
-            ("To", f"<{target}>"),
-            ("Call-ID", call_id),
-            ("CSeq", "1 INVITE"),
-            ("Contact", str(self.contact(transport))),
-            ("Allow", ALLOW),
-            ("Content-Type", "application/sdp"),
-        ], body)
+        invite = Request(
+            "INVITE",
+            target,
+            [
+                ("Via", ep.via(transport)),
+                ("Max-Forwards", "70"),
+                ("From", f"<sip:{self.user}@{self.host}>;tag={ep.new_tag()}"),
+                ("To", f"<{target}>"),
+                ("Call-ID", call_id),
+                ("CSeq", "1 INVITE"),
+                ("Contact", str(self.contact(transport))),
+                ("Allow", ALLOW),
+                ("Content-Type", "application/sdp"),
+            ],
+            body,
+        )
         call = _UacCall(invite, dest, loop.create_future(), CallOutcome(False))
         self._uac_calls[call_id] = call
         self.stats["calls_placed"] += 1
@@ -429,8 +464,9 @@ class CorePeer:
                 transport = call.dest.transport
                 # §13.2.2.4: the ACK is the TU's, with the INVITE's CSeq number, sent to the
                 # dialog's next hop; it is sent again for every retransmission of the 2xx.
-                call.ack, hop = dialog.create_request("ACK", self.ep.via(transport),
-                                                      cseq=call.invite.cseq.number)
+                call.ack, hop = dialog.create_request(
+                    "ACK", self.ep.via(transport), cseq=call.invite.cseq.number
+                )
                 call.ack_dest = self.ep.resolve(hop, transport)
             elif response.to.tag != call.dialog.remote_tag:
                 return  # a 2xx from another fork: not handled by this small peer
@@ -460,8 +496,12 @@ async def _serve(host: str, port: int) -> int:
     finally:
         await peer.stop()
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        report = {"stats": dict(peer.stats), "transport": dict(peer.transport.stats),
-                  "cpu_user": usage.ru_utime, "cpu_system": usage.ru_stime}
+        report = {
+            "stats": dict(peer.stats),
+            "transport": dict(peer.transport.stats),
+            "cpu_user": usage.ru_utime,
+            "cpu_system": usage.ru_stime,
+        }
         print(json.dumps(report), flush=True)
     return 0
 

@@ -40,8 +40,17 @@ SENDER_PORT = 5060
 QUIET = 0.3  # how long silence must last to count as "no answer"
 WAIT = 10.0  # the longest an expected answer may take on a loaded machine
 # Sent over TCP too: the framing cases of RFC 4475 plus a few well-formed ones.
-TCP_VECTORS = {"clerr", "ncl", "mcl01", "baddn", "dblreq", "inv2543", "wsinv", "mpart01",
-               "badinv01"}
+TCP_VECTORS = {
+    "clerr",
+    "ncl",
+    "mcl01",
+    "baddn",
+    "dblreq",
+    "inv2543",
+    "wsinv",
+    "mpart01",
+    "badinv01",
+}
 IDLE = 1.0  # the server's TCP idle timeout: clerr's connection must close "in reasonable time"
 
 
@@ -58,8 +67,7 @@ def via_ports(data: bytes) -> set[int]:
     for line in re.findall(rb"(?im)^(?:via|v)[ \t]*:[^\r\n]*", data):
         # A sent-by port ends the sent-by: ";", "," or the end of the line follows it (a bare
         # IPv6 received value can look alike: one listener too many, harmless).
-        ports.update(int(p) for p in re.findall(rb"[\]A-Za-z0-9]:(\d{2,5})[ \t]*(?=[;,]|$)",
-                                                line))
+        ports.update(int(p) for p in re.findall(rb"[\]A-Za-z0-9]:(\d{2,5})[ \t]*(?=[;,]|$)", line))
     return ports
 
 
@@ -113,8 +121,13 @@ async def collect(queue: asyncio.Queue[tuple[int, bytes]], timeout: float) -> li
         timeout = QUIET if queue.empty() else WAIT
 
 
-async def over_udp(app: App, sender: asyncio.DatagramTransport, queue: asyncio.Queue[Any],
-                   data: bytes, answer_expected: bool) -> dict[str, Any]:
+async def over_udp(
+    app: App,
+    sender: asyncio.DatagramTransport,
+    queue: asyncio.Queue[Any],
+    data: bytes,
+    answer_expected: bool,
+) -> dict[str, Any]:
     before = len(app.handed)
     sender.sendto(data, (HOST, app.transport.port))
     if answer_expected:
@@ -172,16 +185,18 @@ async def main() -> dict[str, Any]:
     queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
     endpoints: dict[int, asyncio.DatagramTransport] = {}
     for port in sorted(ports):
-        ep, _ = await loop.create_datagram_endpoint(lambda p=port: Listener(p, queue),
-                                                    local_addr=(HOST, port))
+        ep, _ = await loop.create_datagram_endpoint(
+            lambda p=port: Listener(p, queue), local_addr=(HOST, port)
+        )
         endpoints[port] = ep
     report: dict[str, Any] = {"_ports": sorted(ports)}
     try:
         for name, data in items:
             # Responses are never answered; everything else is (200, or a refusal).
             answer_expected = not data.startswith(b"SIP/")
-            entry = {"udp": await over_udp(app, endpoints[SENDER_PORT], queue, data,
-                                           answer_expected)}
+            entry = {
+                "udp": await over_udp(app, endpoints[SENDER_PORT], queue, data, answer_expected)
+            }
             if name in TCP_VECTORS:
                 entry["tcp"] = await over_tcp(app, data)
             report[name] = entry

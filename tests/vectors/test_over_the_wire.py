@@ -78,8 +78,12 @@ def first_method(data: bytes) -> str:
 def unshare_problem() -> str | None:
     if shutil.which("unshare") is None or shutil.which("ip") is None:
         return "needs unshare (util-linux) and ip (iproute2)"
-    probe = subprocess.run(["unshare", "-n", "ip", "link", "set", "lo", "up"],
-                           capture_output=True, text=True, check=False)
+    probe = subprocess.run(
+        ["unshare", "-n", "ip", "link", "set", "lo", "up"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if probe.returncode != 0:
         return f"cannot make a network namespace (root needed): {probe.stderr.strip()}"
     return None
@@ -93,8 +97,9 @@ def report() -> dict[str, Any]:
     if not SHARED.is_dir():
         pytest.skip("../shared/vectors not present")
     cmd = f"ip link set lo up && exec {sys.executable} {HELPER}"
-    done = subprocess.run(["unshare", "-n", "sh", "-c", cmd], capture_output=True,
-                          text=True, timeout=240, check=False)
+    done = subprocess.run(
+        ["unshare", "-n", "sh", "-c", cmd], capture_output=True, text=True, timeout=240, check=False
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result: dict[str, Any] = json.loads(done.stdout)
     return result
@@ -105,8 +110,7 @@ pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 def test_every_vector_was_sent(report: dict[str, Any]) -> None:
     assert set(expectations()) <= set(report)
-    assert set(TCP_EXPECTED) <= {n for n, e in report.items()
-                                 if isinstance(e, dict) and "tcp" in e}
+    assert set(TCP_EXPECTED) <= {n for n, e in report.items() if isinstance(e, dict) and "tcp" in e}
 
 
 @pytest.mark.parametrize("name", sorted(expectations()))

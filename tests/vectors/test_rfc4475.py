@@ -285,9 +285,7 @@ def test_application_level_vectors_are_left_to_the_application() -> None:
     assert isinstance(unksm2.to.uri, AbsoluteUri) and isinstance(unksm2.from_.uri, AbsoluteUri)
     bext01 = request("bext01")
     assert bext01.require == frozenset({"nothingsupportsthis", "nothingsupportsthiseither"})
-    assert bext01.proxy_require == frozenset(
-        {"noproxiessupportthis", "nordoanyproxiessupportthis"}
-    )
+    assert bext01.proxy_require == frozenset({"noproxiessupportthis", "nordoanyproxiessupportthis"})
     assert request("invut").content_type == "application/unknownformat"
     assert request("zeromf").max_forwards == 0
     assert request("baddate").get("Date") == "Fri, 01 Jan 2010 16:00:00 EST"
@@ -363,8 +361,10 @@ def test_stream_dblreq_is_two_messages() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", sorted(n for n, o in EXPECTED.items() if o == ACCEPT and n not in
-                   ("inv2543", "dblreq", "baddn"))
+    "name",
+    sorted(
+        n for n, o in EXPECTED.items() if o == ACCEPT and n not in ("inv2543", "dblreq", "baddn")
+    ),
 )
 def test_stream_frames_each_accepted_vector(name: str) -> None:
     data = load(name)

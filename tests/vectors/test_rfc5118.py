@@ -87,9 +87,7 @@ def test_port_ambiguous_and_unambiguous() -> None:
     assert clear.host == "[2001:db8::10]" and clear.port == 5070
 
 
-@pytest.mark.parametrize(
-    "name", ["via-received-param-with-delim", "via-received-param-no-delim"]
-)
+@pytest.mark.parametrize("name", ["via-received-param-with-delim", "via-received-param-no-delim"])
 def test_received_with_and_without_brackets(name: str) -> None:
     via = request(name).top_via
     assert via.received == "2001:db8::9:255"
@@ -99,7 +97,9 @@ def test_received_with_and_without_brackets(name: str) -> None:
 def test_mult_ip_in_header() -> None:
     vias = request("mult-ip-in-header").vias
     assert [(v.host, v.port) for v in vias] == [
-        ("[2001:db8::9:1]", 6050), ("192.0.2.1", None), ("[2001:db8::9:255]", None)
+        ("[2001:db8::9:1]", 6050),
+        ("192.0.2.1", None),
+        ("[2001:db8::9:255]", None),
     ]
     assert vias[2].received == "192.0.2.200" and vias[2].transport == "TCP"
 

@@ -129,7 +129,11 @@ def test_in_dialog_request_to_a_conference_uri_goes_to_the_as() -> None:
     # The route set is used up at the S-CSCF and the target is the focus's Contact (the
     # conference URI): the iFC send it to the AS, not to DNS.
     criterion_row: list[str | None] = [
-        "10", None, r"^sips?:conf-[^@]*@mrfc1\.home1\.net", "dispatcher:1", "continue"
+        "10",
+        None,
+        r"^sips?:conf-[^@]*@mrfc1\.home1\.net",
+        "dispatcher:1",
+        "continue",
     ]
     s, ksr = make({"$rm": "BYE", "$ru": "sip:conf-abc@mrfc1.home1.net", "$du": None})
     ksr.returns["siputils.has_totag"] = 1

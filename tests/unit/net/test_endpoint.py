@@ -42,16 +42,16 @@ class Recorder:
         self.reply: Callable[[Request, ServerTransaction | None], None] | None = None
         self.fail = False
 
-    def on_request(self, request: Request, source: Address,
-                   txn: ServerTransaction | None) -> None:
+    def on_request(self, request: Request, source: Address, txn: ServerTransaction | None) -> None:
         if self.fail:
             raise RuntimeError("TU bug")
         self.requests.append((request, source, txn))
         if self.reply is not None:
             self.reply(request, txn)
 
-    def on_response(self, response: Response, source: Address,
-                    txn: ClientTransaction | None) -> None:
+    def on_response(
+        self, response: Response, source: Address, txn: ClientTransaction | None
+    ) -> None:
         self.responses.append((response, txn))
 
     def on_timeout(self, txn: ClientTransaction | ServerTransaction) -> None:
@@ -65,16 +65,21 @@ async def until(condition: Callable[[], bool], timeout: float = WAIT) -> None:
         await asyncio.sleep(0.005)
 
 
-def options(ep: SipEndpoint, target: str = f"sip:peer@{HOST}:5999", *,
-            transport: str = "UDP") -> Request:
-    return Request("OPTIONS", target, [
-        ("Via", ep.via(transport)),
-        ("Max-Forwards", "70"),
-        ("From", f"<sip:ep@{HOST}>;tag={ep.new_tag()}"),
-        ("To", f"<{target}>"),
-        ("Call-ID", ep.new_call_id()),
-        ("CSeq", "1 OPTIONS"),
-    ])
+def options(
+    ep: SipEndpoint, target: str = f"sip:peer@{HOST}:5999", *, transport: str = "UDP"
+) -> Request:
+    return Request(
+        "OPTIONS",
+        target,
+        [
+            ("Via", ep.via(transport)),
+            ("Max-Forwards", "70"),
+            ("From", f"<sip:ep@{HOST}>;tag={ep.new_tag()}"),
+            ("To", f"<{target}>"),
+            ("Call-ID", ep.new_call_id()),
+            ("CSeq", "1 OPTIONS"),
+        ],
+    )
 
 
 def make(timers: Timers = FAST) -> tuple[SipEndpoint, Wire, Recorder]:
@@ -116,8 +121,9 @@ async def test_response_stops_retransmission_and_reaches_the_tu() -> None:
 
 async def test_incoming_invite_gets_100_and_the_tu_answers() -> None:
     ep, wire, tu = make()
-    tu.reply = lambda req, txn: ep.send_response(txn, make_response(req, 486, to_tag="t")) \
-        if txn is not None else None
+    tu.reply = lambda req, txn: (
+        ep.send_response(txn, make_response(req, 486, to_tag="t")) if txn is not None else None
+    )
     invite = options(ep)
     invite.method = "INVITE"
     invite.set("CSeq", "1 INVITE")
@@ -211,24 +217,33 @@ def test_ids_and_via() -> None:
 def test_resolve_without_dns() -> None:
     ep = SipEndpoint(Wire(), HOST, 5070, host_map={"home1.net": ("127.0.0.1", 6060)})
     assert ep.resolve(SipUri.parse("sip:u@home1.net")) == Address("UDP", HOST, 6060)
-    assert ep.resolve(SipUri.parse("sip:u@HOME1.net:7000;transport=tcp")) == \
-        Address("TCP", HOST, 7000)
+    assert ep.resolve(SipUri.parse("sip:u@HOME1.net:7000;transport=tcp")) == Address(
+        "TCP", HOST, 7000
+    )
     assert ep.resolve(SipUri.parse("sip:u@192.0.2.9")) == Address("UDP", "192.0.2.9", 5060)
-    assert ep.resolve(SipUri.parse("sip:u@[2001:db8::1]:5080"), "tcp") == \
-        Address("TCP", "2001:db8::1", 5080)
+    assert ep.resolve(SipUri.parse("sip:u@[2001:db8::1]:5080"), "tcp") == Address(
+        "TCP", "2001:db8::1", 5080
+    )
     # maddr overrides the host (RFC 3261 §19.1.1).
-    assert ep.resolve(SipUri.parse("sip:u@example.com;maddr=192.0.2.7")) == \
-        Address("UDP", "192.0.2.7", 5060)
+    assert ep.resolve(SipUri.parse("sip:u@example.com;maddr=192.0.2.7")) == Address(
+        "UDP", "192.0.2.7", 5060
+    )
 
 
 def test_stateless_response_goes_where_the_via_says() -> None:
     wire = Wire()
     ep = SipEndpoint(wire, HOST, 5070)
-    req = Request("BYE", "sip:x@127.0.0.1", [
-        ("Via", "SIP/2.0/UDP 10.0.0.1:5062;rport=40000;received=192.0.2.44;branch=z9hG4bK-1"),
-        ("From", "<sip:a@b>;tag=1"), ("To", "<sip:c@d>;tag=2"),
-        ("Call-ID", "c"), ("CSeq", "2 BYE"),
-    ])
+    req = Request(
+        "BYE",
+        "sip:x@127.0.0.1",
+        [
+            ("Via", "SIP/2.0/UDP 10.0.0.1:5062;rport=40000;received=192.0.2.44;branch=z9hG4bK-1"),
+            ("From", "<sip:a@b>;tag=1"),
+            ("To", "<sip:c@d>;tag=2"),
+            ("Call-ID", "c"),
+            ("CSeq", "2 BYE"),
+        ],
+    )
     ep.send_response_stateless(make_response(req, 200))
     # RFC 3581 §4: received and rport.
     assert wire.sent[0][1] == Address("UDP", "192.0.2.44", 40000)
@@ -262,8 +277,7 @@ async def nodes() -> AsyncIterator[tuple[Node, Node]]:
 
 
 @pytest.mark.parametrize("transport", ["UDP", "TCP"])
-async def test_request_and_response_over_loopback(nodes: tuple[Node, Node],
-                                                  transport: str) -> None:
+async def test_request_and_response_over_loopback(nodes: tuple[Node, Node], transport: str) -> None:
     a, b = nodes
 
     def answer(req: Request, txn: ServerTransaction | None) -> None:
@@ -276,7 +290,7 @@ async def test_request_and_response_over_loopback(nodes: tuple[Node, Node],
     await until(lambda: bool(a.tu.responses))
     resp, got_txn = a.tu.responses[0]
     assert resp.status == 200 and got_txn is txn
-    (received, source, _), = b.tu.requests
+    ((received, source, _),) = b.tu.requests
     assert source.transport == transport
     # The server transport stamped received/rport into the top Via (RFC 3581 §4): the port
     # the request came from (over TCP an ephemeral one, and the response used that connection).

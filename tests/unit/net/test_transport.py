@@ -20,8 +20,15 @@ HOST = "127.0.0.1"
 WAIT = 10.0  # generous: the suite runs on a loaded 2-core machine
 
 
-def options(via_host: str, via_port: int, *, rport: bool = True, cseq: str = "1 OPTIONS",
-            transport: str = "UDP", branch: str = "z9hG4bKtest1") -> bytes:
+def options(
+    via_host: str,
+    via_port: int,
+    *,
+    rport: bool = True,
+    cseq: str = "1 OPTIONS",
+    transport: str = "UDP",
+    branch: str = "z9hG4bKtest1",
+) -> bytes:
     rp = ";rport" if rport else ""
     return (
         f"OPTIONS sip:focus@{HOST} SIP/2.0\r\n"
@@ -56,6 +63,7 @@ class Server:
             while len(self.received) < count:
                 self.event.clear()
                 await self.event.wait()
+
         await asyncio.wait_for(until(), WAIT)
 
 
@@ -85,6 +93,7 @@ async def wait_until(cond: Callable[[], bool]) -> None:
     async def loop() -> None:
         while not cond():
             await asyncio.sleep(0.01)
+
     await asyncio.wait_for(loop(), WAIT)
 
 
@@ -103,7 +112,8 @@ async def test_udp_request_reaches_handler_with_received_and_rport(server: Serve
 
 async def test_udp_response_goes_back_per_rport(server: Server) -> None:
     server.reply = lambda msg, src: server.transport.send(
-        make_response(msg, 200, to_tag="t1"), src  # type: ignore[arg-type]
+        make_response(msg, 200, to_tag="t1"),
+        src,  # type: ignore[arg-type]
     )
     with udp_socket() as sock:
         sock.sendto(options(HOST, 9, rport=True), (HOST, server.transport.port))
@@ -130,8 +140,9 @@ async def test_refusal_without_rport_goes_to_sent_by_port(server: Server) -> Non
     port, not to the port the datagram came from."""
     with udp_socket() as listener, udp_socket() as sender:
         port = listener.getsockname()[1]
-        sender.sendto(options("192.0.2.7", port, rport=False, cseq="1 INVITE"),
-                      (HOST, server.transport.port))
+        sender.sendto(
+            options("192.0.2.7", port, rport=False, cseq="1 INVITE"), (HOST, server.transport.port)
+        )
         data = await recv_udp(listener)
     resp = parse_datagram(data)
     assert isinstance(resp, Response) and resp.status == 400
@@ -164,8 +175,14 @@ async def test_garbage_and_bad_responses_are_dropped_and_it_keeps_running(
         b"CSeq: x INVITE\r\nContent-Length: 0\r\n\r\n"
     )
     with udp_socket() as sock:
-        for junk in (b"\x00\xff" * 40, b"INVITE\r\n\r\n", bad_response, b"\r\n\r\n",
-                     b"SIP/2.0 99999 Nope\r\n\r\n", b":" * 300):
+        for junk in (
+            b"\x00\xff" * 40,
+            b"INVITE\r\n\r\n",
+            bad_response,
+            b"\r\n\r\n",
+            b"SIP/2.0 99999 Nope\r\n\r\n",
+            b":" * 300,
+        ):
             sock.sendto(junk, (HOST, server.transport.port))
         sock.sendto(options(HOST, 9), (HOST, server.transport.port))
         await server.wait_for(1)
@@ -204,7 +221,8 @@ async def read_message(reader: asyncio.StreamReader) -> Response:
 
 async def test_tcp_request_and_response_on_the_same_connection(server: Server) -> None:
     server.reply = lambda msg, src: server.transport.send(
-        make_response(msg, 200, to_tag="t"), src  # type: ignore[arg-type]
+        make_response(msg, 200, to_tag="t"),
+        src,  # type: ignore[arg-type]
     )
     reader, writer = await open_tcp(server.transport.port)
     try:
@@ -227,8 +245,7 @@ async def test_tcp_request_and_response_on_the_same_connection(server: Server) -
 async def test_tcp_framing_error_answers_and_closes(server: Server) -> None:
     reader, writer = await open_tcp(server.transport.port)
     try:
-        bad = options(HOST, 9, transport="TCP").replace(b"Content-Length: 0",
-                                                       b"Content-Length: -5")
+        bad = options(HOST, 9, transport="TCP").replace(b"Content-Length: 0", b"Content-Length: -5")
         writer.write(bad)
         await writer.drain()
         resp = await read_message(reader)
@@ -260,13 +277,15 @@ async def test_requests_reuse_one_tcp_connection_and_answers_come_back_on_it() -
     await a.transport.start()
     await b.transport.start()
     b.reply = lambda msg, src: b.transport.send(
-        make_response(msg, 200, to_tag="b"), src  # type: ignore[arg-type]
+        make_response(msg, 200, to_tag="b"),
+        src,  # type: ignore[arg-type]
     )
     try:
         dest = Address("TCP", HOST, b.transport.port)
         for i in range(3):
-            req = parse_datagram(options(HOST, a.transport.port, transport="TCP",
-                                         branch=f"z9hG4bKr{i}"))
+            req = parse_datagram(
+                options(HOST, a.transport.port, transport="TCP", branch=f"z9hG4bKr{i}")
+            )
             a.transport.send(req, dest)
         await a.wait_for(3)
         await b.wait_for(3)

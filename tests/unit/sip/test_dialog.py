@@ -39,8 +39,14 @@ def invite(record_routes: tuple[str, ...] = (), *, to_tag: str | None = None) ->
     )
 
 
-def answer(req: Request, status: int = 200, *, contact: str = "<sip:bob@192.0.2.20:5062>",
-           record_routes: tuple[str, ...] | None = None, to_tag: str = "far-tag") -> Response:
+def answer(
+    req: Request,
+    status: int = 200,
+    *,
+    contact: str = "<sip:bob@192.0.2.20:5062>",
+    record_routes: tuple[str, ...] | None = None,
+    to_tag: str = "far-tag",
+) -> Response:
     resp = make_response(req, status, to_tag=to_tag, headers=[("Contact", contact)])
     if record_routes is not None:
         resp.remove("Record-Route")
@@ -51,8 +57,15 @@ def answer(req: Request, status: int = 200, *, contact: str = "<sip:bob@192.0.2.
     return parsed
 
 
-def in_dialog(method: str, cseq: int, *, from_tag: str = "ue-tag", to_tag: str = "focus-tag",
-              contact: str | None = None, call_id: str = "dlg-1@192.0.2.1") -> Request:
+def in_dialog(
+    method: str,
+    cseq: int,
+    *,
+    from_tag: str = "ue-tag",
+    to_tag: str = "focus-tag",
+    contact: str | None = None,
+    call_id: str = "dlg-1@192.0.2.1",
+) -> Request:
     contact_line = f"Contact: {contact}\n" if contact else ""
     return parse_request(
         f"{method} sip:conf-abc@192.0.2.10:5070 SIP/2.0\n"
@@ -138,8 +151,9 @@ def test_uac_dialog_needs_remote_tag_and_contact() -> None:
 
 def test_loose_routing_request() -> None:
     d = Dialog.uas(invite(RRS), "focus-tag", FOCUS_CONTACT)
-    req, next_hop = d.create_request("INFO", VIA, headers=[("Content-Type", "text/plain")],
-                                     body=b"hi")
+    req, next_hop = d.create_request(
+        "INFO", VIA, headers=[("Content-Type", "text/plain")], body=b"hi"
+    )
     wire = parse_datagram(bytes(req))
     assert isinstance(wire, Request)
     # Request-URI = remote target; Route = route set; next hop = the first route.

@@ -62,8 +62,10 @@ def test_keepalive_crlfs_between_messages() -> None:
 
 
 def test_responses_are_framed_too() -> None:
-    resp = (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nCall-ID: r\r\n"
-            b"CSeq: 1 MESSAGE\r\nl: 2\r\n\r\nok")
+    resp = (
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nCall-ID: r\r\n"
+        b"CSeq: 1 MESSAGE\r\nl: 2\r\n\r\nok"
+    )
     msgs = feed_all(StreamFramer(), resp)
     assert isinstance(msgs[0], Response) and msgs[0].body == b"ok"
 
@@ -73,8 +75,7 @@ def test_responses_are_framed_too() -> None:
     [
         (message("a").replace(b"Content-Length: 0\r\n", b""), "Missing Content-Length"),
         (message("a").replace(b"Content-Length: 0", b"Content-Length: -1"), "Bad Content"),
-        (message("a").replace(b"Content-Length: 0", b"Content-Length: 0\r\nl: 4"),
-         "Conflicting"),
+        (message("a").replace(b"Content-Length: 0", b"Content-Length: 0\r\nl: 4"), "Conflicting"),
         (b"GARBAGE\r\n\r\n", "Malformed request line"),
     ],
 )

@@ -32,16 +32,44 @@ SEED_BYTES = [p.read_bytes() for p in SEEDS] or [
     b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nl: 0\r\n\r\n"
 ]
 
-FUZZ = settings(max_examples=500, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=500,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 # Generating whole messages costs far more than parsing them: fewer, to keep the suite fast.
 STRUCTURED = settings(FUZZ, max_examples=100)
 
-ACCESSORS = ("vias", "from_", "to", "call_id", "cseq", "contacts", "routes", "record_routes",
-             "path", "service_routes", "p_asserted_identities", "p_preferred_identities",
-             "refer_to", "referred_by", "max_forwards", "require", "proxy_require",
-             "supported", "allow", "allow_events", "rseq", "rack", "expires", "event",
-             "subscription_state", "session_expires", "content_type", "content_length")
+ACCESSORS = (
+    "vias",
+    "from_",
+    "to",
+    "call_id",
+    "cseq",
+    "contacts",
+    "routes",
+    "record_routes",
+    "path",
+    "service_routes",
+    "p_asserted_identities",
+    "p_preferred_identities",
+    "refer_to",
+    "referred_by",
+    "max_forwards",
+    "require",
+    "proxy_require",
+    "supported",
+    "allow",
+    "allow_events",
+    "rseq",
+    "rack",
+    "expires",
+    "event",
+    "subscription_state",
+    "session_expires",
+    "content_type",
+    "content_length",
+)
 
 
 def exercise(data: bytes) -> None:
@@ -77,9 +105,12 @@ def same(a: Message, b: Message) -> bool:
     else:
         assert isinstance(a, Response)
         start = (a.status, a.reason) == (b.status, b.reason)
-    return start and a.body == b.body and [
-        (n, v) for n, v in a.headers if n != "Content-Length"
-    ] == [(n, v) for n, v in b.headers if n != "Content-Length"]
+    return (
+        start
+        and a.body == b.body
+        and [(n, v) for n, v in a.headers if n != "Content-Length"]
+        == [(n, v) for n, v in b.headers if n != "Content-Length"]
+    )
 
 
 @FUZZ
@@ -105,9 +136,30 @@ def mutated(draw: st.DrawFn) -> bytes:
         if op == "flip":
             data[at] = draw(st.integers(0, 255))
         elif op == "insert":
-            data[at:at] = draw(st.sampled_from(
-                [b":", b";", b",", b"<", b">", b'"', b" ", b"\t", b"\r\n", b"\r\n ", b"\x00",
-                 b"[", b"]", b"%", b"=", b"@", b"\xff", b"\r\n\r\n"]))
+            data[at:at] = draw(
+                st.sampled_from(
+                    [
+                        b":",
+                        b";",
+                        b",",
+                        b"<",
+                        b">",
+                        b'"',
+                        b" ",
+                        b"\t",
+                        b"\r\n",
+                        b"\r\n ",
+                        b"\x00",
+                        b"[",
+                        b"]",
+                        b"%",
+                        b"=",
+                        b"@",
+                        b"\xff",
+                        b"\r\n\r\n",
+                    ]
+                )
+            )
         elif op == "delete":
             del data[at : at + draw(st.integers(1, 20))]
         elif op == "dup":
@@ -140,19 +192,23 @@ def test_mutated_vectors_on_a_stream(data: bytes, cuts: list[int]) -> None:
 
 # -- structured messages -------------------------------------------------------------------
 
-TOKEN = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~",
-                min_size=1, max_size=12)
+TOKEN = st.text(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~",
+    min_size=1,
+    max_size=12,
+)
 HOSTS = st.one_of(
     st.from_regex(r"[a-z][a-z0-9-]{0,10}(\.[a-z][a-z0-9-]{0,10}){0,3}", fullmatch=True),
     st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(map(str, t))),
     st.sampled_from(["[2001:db8::1]", "[::1]", "[::ffff:192.0.2.1]", "[2001:db8:::192.0.2.1]"]),
 )
 PORT = st.one_of(st.none(), st.integers(1, 65535))
-USER = st.text("abcdefghijklmnopqrstuvwxyz0123456789-_.!~*'()&=+$,;?/%", min_size=1,
-               max_size=12).filter(lambda u: "%" not in u or u.endswith("%41"))
-PARAMS = st.dictionaries(
-    TOKEN.map(str.lower), st.one_of(st.none(), TOKEN), max_size=3
-).map(lambda d: "".join(f";{k}" if v is None else f";{k}={v}" for k, v in d.items()))
+USER = st.text(
+    "abcdefghijklmnopqrstuvwxyz0123456789-_.!~*'()&=+$,;?/%", min_size=1, max_size=12
+).filter(lambda u: "%" not in u or u.endswith("%41"))
+PARAMS = st.dictionaries(TOKEN.map(str.lower), st.one_of(st.none(), TOKEN), max_size=3).map(
+    lambda d: "".join(f";{k}" if v is None else f";{k}={v}" for k, v in d.items())
+)
 
 
 @st.composite
@@ -169,9 +225,15 @@ def sip_uris(draw: st.DrawFn) -> str:
 @st.composite
 def name_addrs(draw: st.DrawFn) -> str:
     uri = draw(sip_uris())
-    display = draw(st.one_of(st.none(), st.text(
-        st.characters(blacklist_characters='"\\\r\n', blacklist_categories=["Cs", "Cc"]),
-        max_size=12)))
+    display = draw(
+        st.one_of(
+            st.none(),
+            st.text(
+                st.characters(blacklist_characters='"\\\r\n', blacklist_categories=["Cs", "Cc"]),
+                max_size=12,
+            ),
+        )
+    )
     head = f'"{display}" <{uri}>' if display is not None else f"<{uri}>"
     return head + draw(PARAMS)
 
@@ -179,14 +241,32 @@ def name_addrs(draw: st.DrawFn) -> str:
 @st.composite
 def messages(draw: st.DrawFn) -> bytes:
     is_request = draw(st.booleans())
-    method = draw(st.one_of(st.sampled_from(["INVITE", "ACK", "BYE", "PRACK", "UPDATE",
-                                             "SUBSCRIBE", "NOTIFY", "REFER", "OPTIONS"]),
-                            TOKEN))
-    vias = draw(st.lists(st.tuples(st.sampled_from(["UDP", "TCP", "TLS"]), HOSTS, PORT),
-                         min_size=1, max_size=4))
+    method = draw(
+        st.one_of(
+            st.sampled_from(
+                [
+                    "INVITE",
+                    "ACK",
+                    "BYE",
+                    "PRACK",
+                    "UPDATE",
+                    "SUBSCRIBE",
+                    "NOTIFY",
+                    "REFER",
+                    "OPTIONS",
+                ]
+            ),
+            TOKEN,
+        )
+    )
+    vias = draw(
+        st.lists(
+            st.tuples(st.sampled_from(["UDP", "TCP", "TLS"]), HOSTS, PORT), min_size=1, max_size=4
+        )
+    )
     via_lines = [
-        f"SIP/2.0/{t} {h}{'' if p is None else f':{p}'};branch=z9hG4bK{i}" for i, (t, h, p)
-        in enumerate(vias)
+        f"SIP/2.0/{t} {h}{'' if p is None else f':{p}'};branch=z9hG4bK{i}"
+        for i, (t, h, p) in enumerate(vias)
     ]
     if draw(st.booleans()) and len(via_lines) > 1:
         via_lines = [", ".join(via_lines)]
@@ -202,9 +282,17 @@ def messages(draw: st.DrawFn) -> bytes:
         lines.append(f"Contact: {draw(name_addrs())}")
     for _ in range(draw(st.integers(0, 2))):
         lines.append(f"Record-Route: <{draw(sip_uris())};lr>")
-    extra = draw(st.lists(st.tuples(TOKEN.map(lambda t: "X-" + t),
-                                    st.text(st.characters(min_codepoint=32, max_codepoint=0x7e),
-                                            max_size=30).map(str.strip)), max_size=3))
+    extra = draw(
+        st.lists(
+            st.tuples(
+                TOKEN.map(lambda t: "X-" + t),
+                st.text(st.characters(min_codepoint=32, max_codepoint=0x7E), max_size=30).map(
+                    str.strip
+                ),
+            ),
+            max_size=3,
+        )
+    )
     lines += [f"{n}: {v}" for n, v in extra]
     body = draw(st.binary(max_size=200))
     lines.append(f"Content-Length: {len(body)}")

@@ -19,11 +19,24 @@ from app.sip.headers import (
 
 @pytest.mark.parametrize(
     ("raw", "name"),
-    [("v", "Via"), ("V", "Via"), ("via", "Via"), ("call-id", "Call-ID"), ("i", "Call-ID"),
-     ("cseq", "CSeq"), ("l", "Content-Length"), ("m", "Contact"), ("k", "Supported"),
-     ("o", "Event"), ("u", "Allow-Events"), ("r", "Refer-To"), ("x", "Session-Expires"),
-     ("rack", "RAck"), ("p-asserted-identity", "P-Asserted-Identity"),
-     ("X-Custom-Header", "X-Custom-Header")],
+    [
+        ("v", "Via"),
+        ("V", "Via"),
+        ("via", "Via"),
+        ("call-id", "Call-ID"),
+        ("i", "Call-ID"),
+        ("cseq", "CSeq"),
+        ("l", "Content-Length"),
+        ("m", "Contact"),
+        ("k", "Supported"),
+        ("o", "Event"),
+        ("u", "Allow-Events"),
+        ("r", "Refer-To"),
+        ("x", "Session-Expires"),
+        ("rack", "RAck"),
+        ("p-asserted-identity", "P-Asserted-Identity"),
+        ("X-Custom-Header", "X-Custom-Header"),
+    ],
 )
 def test_canonical_names(raw: str, name: str) -> None:
     assert canonical_name(raw) == name
@@ -50,27 +63,30 @@ def test_split_commas(value: str, parts: list[str]) -> None:
 
 
 def test_split_semicolons_outside_quotes() -> None:
-    assert split_semicolons('active;expires=60') == ("active", "expires=60")
+    assert split_semicolons("active;expires=60") == ("active", "expires=60")
     assert split_semicolons('"a;b";c') == ('"a;b"', "c")
     assert split_semicolons("plain") == ("plain", "")
 
 
 def test_via_full() -> None:
-    via = Via.parse("SIP/2.0/udp pc33.atlanta.com:5066;branch=z9hG4bK776asdhds;rport;"
-                    "received=192.0.2.1;maddr=224.2.0.1;ttl=16")
+    via = Via.parse(
+        "SIP/2.0/udp pc33.atlanta.com:5066;branch=z9hG4bK776asdhds;rport;"
+        "received=192.0.2.1;maddr=224.2.0.1;ttl=16"
+    )
     assert via.transport == "UDP" and via.host == "pc33.atlanta.com" and via.port == 5066
     assert via.branch == "z9hG4bK776asdhds" and via.received == "192.0.2.1"
     assert via.rport is None and "rport" in via.params
     assert via.params["maddr"] == "224.2.0.1"
     assert via.sent_by == ("pc33.atlanta.com", 5066)
-    assert str(via) == ("SIP/2.0/UDP pc33.atlanta.com:5066;branch=z9hG4bK776asdhds;rport;"
-                        "received=192.0.2.1;maddr=224.2.0.1;ttl=16")
+    assert str(via) == (
+        "SIP/2.0/UDP pc33.atlanta.com:5066;branch=z9hG4bK776asdhds;rport;"
+        "received=192.0.2.1;maddr=224.2.0.1;ttl=16"
+    )
 
 
 def test_via_lws_everywhere() -> None:
     via = Via.parse("SIP  /   2.0 /UDP    192.0.2.2 : 5060  ;  branch = z9hG4bK1")
-    assert (via.transport, via.host, via.port, via.branch) == ("UDP", "192.0.2.2", 5060,
-                                                               "z9hG4bK1")
+    assert (via.transport, via.host, via.port, via.branch) == ("UDP", "192.0.2.2", 5060, "z9hG4bK1")
 
 
 def test_via_ipv6_and_bracketed_received() -> None:
@@ -80,8 +96,15 @@ def test_via_ipv6_and_bracketed_received() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["SIP/2.0 host", "SIP/2.0/UDP", "SIP/2.0/UDP host;;", "SIP/2.0/UDP 2001:db8::1",
-            "SIP/2.0/UDP host:70000", "SIP/2.0/UDP host;branch=a b"]
+    "bad",
+    [
+        "SIP/2.0 host",
+        "SIP/2.0/UDP",
+        "SIP/2.0/UDP host;;",
+        "SIP/2.0/UDP 2001:db8::1",
+        "SIP/2.0/UDP host:70000",
+        "SIP/2.0/UDP host;branch=a b",
+    ],
 )
 def test_bad_vias(bad: str) -> None:
     with pytest.raises(ParseError):
@@ -91,8 +114,15 @@ def test_bad_vias(bad: str) -> None:
 def test_cseq() -> None:
     assert CSeq.parse(" 0009\r\n  INVITE") == CSeq(9, "INVITE")
     assert str(CSeq(1, "PRACK")) == "1 PRACK"
-    for bad in ("INVITE", "1", "x INVITE", "1 INVITE extra", "-1 INVITE", "4294967296 ACK",
-                "1 IN(VITE"):
+    for bad in (
+        "INVITE",
+        "1",
+        "x INVITE",
+        "1 INVITE extra",
+        "-1 INVITE",
+        "4294967296 ACK",
+        "1 IN(VITE",
+    ):
         with pytest.raises(ParseError):
             CSeq.parse(bad)
     assert CSeq.parse("4294967295 ACK").number == 2**32 - 1

@@ -19,8 +19,12 @@ from app.sip.message import (
 from app.sip.uri import AbsoluteUri, SipUri
 
 
-def msg(*lines: str, body: bytes = b"", start: str = "INVITE sip:conf@mrfc1.home1.net SIP/2.0",
-        length: bool = True) -> bytes:
+def msg(
+    *lines: str,
+    body: bytes = b"",
+    start: str = "INVITE sip:conf@mrfc1.home1.net SIP/2.0",
+    length: bool = True,
+) -> bytes:
     head = [start, *lines]
     if length:
         head.append(f"Content-Length: {len(body)}")
@@ -62,18 +66,40 @@ def test_basic_request_fields() -> None:
 def test_compact_forms_and_case_insensitive_names() -> None:
     data = msg(
         "v: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1",
-        "f: <sip:a@b>;tag=1", "t: <sip:c@d>", "i: cid", "cSeQ: 1 INVITE",
-        "m: <sip:a@192.0.2.1>", "k: 100rel", "c: application/sdp", "o: conference",
-        "r: <sip:x@y>", "b: <sip:z@w>", "MAX-FORWARDS: 10", "l: 5",
-        body=b"v=0\r\n", length=False,
+        "f: <sip:a@b>;tag=1",
+        "t: <sip:c@d>",
+        "i: cid",
+        "cSeQ: 1 INVITE",
+        "m: <sip:a@192.0.2.1>",
+        "k: 100rel",
+        "c: application/sdp",
+        "o: conference",
+        "r: <sip:x@y>",
+        "b: <sip:z@w>",
+        "MAX-FORWARDS: 10",
+        "l: 5",
+        body=b"v=0\r\n",
+        length=False,
     )
     req = parse_datagram(data)
     assert isinstance(req, Request)
     validate_request(req)
     names = [n for n, _ in req.headers]
-    assert names == ["Via", "From", "To", "Call-ID", "CSeq", "Contact", "Supported",
-                     "Content-Type", "Event", "Refer-To", "Referred-By", "Max-Forwards",
-                     "Content-Length"]
+    assert names == [
+        "Via",
+        "From",
+        "To",
+        "Call-ID",
+        "CSeq",
+        "Contact",
+        "Supported",
+        "Content-Type",
+        "Event",
+        "Refer-To",
+        "Referred-By",
+        "Max-Forwards",
+        "Content-Length",
+    ]
     assert req.supported == frozenset({"100rel"})
     assert req.content_type == "application/sdp" and req.body == b"v=0\r\n"
     assert req.event is not None and req.event.value == "conference"
@@ -94,8 +120,7 @@ def test_multi_value_headers_across_lines_and_commas() -> None:
         "Supported: replaces",
         'P-Asserted-Identity: "Alice, A." <sip:alice@home1.net>, <tel:+15551234>',
     )
-    assert [r.sip_uri.host for r in req.routes] == ["p1.home1.net", "p2.home1.net",
-                                                   "p3.home1.net"]
+    assert [r.sip_uri.host for r in req.routes] == ["p1.home1.net", "p2.home1.net", "p3.home1.net"]
     assert req.supported == frozenset({"100rel", "timer", "replaces"})
     pais = req.p_asserted_identities
     assert pais[0].display_name == "Alice, A." and isinstance(pais[1].uri, AbsoluteUri)
@@ -114,11 +139,11 @@ def test_empty_list_headers_are_empty_lists() -> None:
 
 
 def test_single_value_headers_keep_their_commas() -> None:
-    req = request('Authorization: Digest username="alice", realm="home1.net", nonce="x"',
-                  "Date: Sat, 13 Nov 2010 23:29:00 GMT")
-    assert req.values("Authorization") == [
-        'Digest username="alice", realm="home1.net", nonce="x"'
-    ]
+    req = request(
+        'Authorization: Digest username="alice", realm="home1.net", nonce="x"',
+        "Date: Sat, 13 Nov 2010 23:29:00 GMT",
+    )
+    assert req.values("Authorization") == ['Digest username="alice", realm="home1.net", nonce="x"']
     assert req.get("Date") == "Sat, 13 Nov 2010 23:29:00 GMT"
 
 
@@ -141,8 +166,9 @@ def test_bare_lf_line_ends_are_tolerated() -> None:
 
 
 def test_whitespace_around_colon_and_values() -> None:
-    req = parse_datagram(msg("Via  : SIP/2.0/UDP h;branch=z9hG4bK1  ", "To:<sip:a@b>",
-                             "Call-ID:\tx  "))
+    req = parse_datagram(
+        msg("Via  : SIP/2.0/UDP h;branch=z9hG4bK1  ", "To:<sip:a@b>", "Call-ID:\tx  ")
+    )
     assert req.get("Via") == "SIP/2.0/UDP h;branch=z9hG4bK1"
     assert req.get("To") == "<sip:a@b>" and req.call_id == "x"
 
@@ -197,9 +223,11 @@ def test_keepalive_crlfs_before_a_datagram_are_skipped() -> None:
 
 
 def test_multipart_body_kept_as_bytes() -> None:
-    body = (b"--b1\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n"
-            b"--b1\r\nContent-Type: application/octet-stream\r\n\r\n\x00\xff\xfe\r\n\r\n\x00"
-            b"\r\n--b1--\r\n")
+    body = (
+        b"--b1\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n"
+        b"--b1\r\nContent-Type: application/octet-stream\r\n\r\n\x00\xff\xfe\r\n\r\n\x00"
+        b"\r\n--b1--\r\n"
+    )
     req = request('Content-Type: multipart/mixed;boundary="b1"', body=body)
     assert req.body == body and req.content_type == "multipart/mixed"
     assert bytes(req).endswith(body)
@@ -213,17 +241,23 @@ def test_non_utf8_header_bytes_survive_a_round_trip() -> None:
 def test_round_trip_is_byte_exact_for_canonical_messages() -> None:
     data = msg(*BASIC, "Record-Route: <sip:p1;lr>", body=b"v=0\r\no=- 1 1 IN IP4 h\r\n")
     assert bytes(parse_datagram(data)) == data
-    resp_bytes = (b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
-                  b"To: <sip:a@b>;tag=2\r\nFrom: <sip:c@d>;tag=1\r\nCall-ID: x\r\n"
-                  b"CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")
+    resp_bytes = (
+        b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+        b"To: <sip:a@b>;tag=2\r\nFrom: <sip:c@d>;tag=1\r\nCall-ID: x\r\n"
+        b"CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    )
     resp = parse_datagram(resp_bytes)
     assert isinstance(resp, Response) and resp.reason == "Ringing"
     assert bytes(resp) == resp_bytes
 
 
 def test_unchanged_messages_go_out_as_received_and_any_edit_shows() -> None:
-    data = msg("Via:  SIP/2.0/UDP h;branch=z9hG4bK1  ", "v: SIP/2.0/UDP g;branch=z9hG4bK0",
-               *BASIC[1:], body=b"abc")
+    data = msg(
+        "Via:  SIP/2.0/UDP h;branch=z9hG4bK1  ",
+        "v: SIP/2.0/UDP g;branch=z9hG4bK0",
+        *BASIC[1:],
+        body=b"abc",
+    )
     req = parse_datagram(data)
     assert bytes(req) == data  # extra blanks and compact names kept
     req.method = "OPTIONS"  # the start line is always written from the fields
@@ -271,18 +305,26 @@ def test_editing_headers_invalidates_parsed_values() -> None:
 
 def test_typed_accessors_for_extensions() -> None:
     req = request(
-        "Require: 100rel, precondition", "RAck: 776656 1 INVITE", "RSeq: 988789",
-        "Event: conference;id=1234", 'Subscription-State: active;expires="600"',
-        "Expires: 3600", "Allow: INVITE, ack, BYE",
+        "Require: 100rel, precondition",
+        "RAck: 776656 1 INVITE",
+        "RSeq: 988789",
+        "Event: conference;id=1234",
+        'Subscription-State: active;expires="600"',
+        "Expires: 3600",
+        "Allow: INVITE, ack, BYE",
         "Refer-To: <sip:conf-1@mrfc1.home1.net;method=BYE?Reason=x>",
-        "Referred-By: <sip:alice@home1.net>", "Path: <sip:pcscf.home1.net;lr>",
+        "Referred-By: <sip:alice@home1.net>",
+        "Path: <sip:pcscf.home1.net;lr>",
         "Service-Route: <sip:scscf.home1.net;lr>",
         "P-Preferred-Identity: <sip:alice@home1.net>",
         "Session-Expires: 1800;refresher=uac",
     )
     assert req.require == frozenset({"100rel", "precondition"})
     assert req.rack is not None and (req.rack.rseq, req.rack.cseq, req.rack.method) == (
-        776656, 1, "INVITE")
+        776656,
+        1,
+        "INVITE",
+    )
     assert req.rseq == 988789
     assert req.event is not None and req.event.param("id") == "1234"
     assert req.subscription_state is not None and req.subscription_state.param("expires") == "600"
@@ -306,8 +348,9 @@ def test_contact_isfocus_and_wildcard() -> None:
     assert isinstance(resp, Response)
     validate_response(resp)
     assert resp.contact is not None and "isfocus" in resp.contact.params
-    reg = parse_datagram(msg(*BASIC[:6], "Contact: *", "Expires: 0",
-                             start="REGISTER sip:home1.net SIP/2.0"))
+    reg = parse_datagram(
+        msg(*BASIC[:6], "Contact: *", "Expires: 0", start="REGISTER sip:home1.net SIP/2.0")
+    )
     assert reg.contacts == []
 
 
@@ -346,10 +389,14 @@ def test_request_uri_rules() -> None:
 
 
 def test_make_response_copies_what_rfc3261_says() -> None:
-    req = request("Record-Route: <sip:scscf.home1.net;lr>", "Record-Route: <sip:pcscf;lr>",
-                  "Supported: 100rel")
-    resp = make_response(req, 183, to_tag="as1", headers=[("Require", "100rel"),
-                                                         ("RSeq", "1")], body=b"v=0\r\n")
+    req = request(
+        "Record-Route: <sip:scscf.home1.net;lr>",
+        "Record-Route: <sip:pcscf;lr>",
+        "Supported: 100rel",
+    )
+    resp = make_response(
+        req, 183, to_tag="as1", headers=[("Require", "100rel"), ("RSeq", "1")], body=b"v=0\r\n"
+    )
     assert resp.status == 183 and resp.reason == "Session Progress"
     assert resp.get_lines("Via") == req.get_lines("Via")
     assert resp.from_.tag == "1928301774" and resp.to.tag == "as1"
@@ -389,8 +436,9 @@ def test_error_response_from_an_unparseable_request() -> None:
 
 def test_no_error_response_to_responses_acks_or_without_via() -> None:
     assert error_response(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\n\r\n", ParseError("x")) is None
-    assert error_response(b"INVITE sip:a@b SIP/2.0\r\nTo: <sip:a@b>\r\n\r\n",
-                          ParseError("x")) is None
+    assert (
+        error_response(b"INVITE sip:a@b SIP/2.0\r\nTo: <sip:a@b>\r\n\r\n", ParseError("x")) is None
+    )
     assert error_response(b"\x00\xff garbage", ParseError("x")) is None
     ack = msg(*BASIC, start="ACK sip:a@b SIP/2.0").replace(b"CSeq: 314159 INVITE", b"CSeq: x")
     parsed = parse_datagram(ack)
@@ -453,8 +501,10 @@ def test_address_headers_parsed_once_are_still_each_messages_own() -> None:
 
 
 def test_validation_leaves_what_it_parsed_for_the_accessors() -> None:
-    req = request("Record-Route: <sip:p1.home1.net;lr>, <sip:p2.home1.net;lr>",
-                  "Route: <sip:mrfc1.home1.net;lr>")
+    req = request(
+        "Record-Route: <sip:p1.home1.net;lr>, <sip:p2.home1.net;lr>",
+        "Route: <sip:mrfc1.home1.net;lr>",
+    )
     validate_request(req)
     # Everything validation parsed is there already: the accessors walk no header again.
     req.headers = []  # (without headers_changed: the parsed values stay as they were)
@@ -470,8 +520,13 @@ def test_validation_leaves_what_it_parsed_for_the_accessors() -> None:
     validate_request(edited)
     assert edited.from_.tag == "mine"
     # A wildcard Contact is no address (RFC 3261 §10.2.2), before and after validation.
-    star = parse_datagram(msg(*BASIC[:-1], "Contact: *", start="REGISTER sip:h SIP/2.0",
-                              ).replace(b"314159 INVITE", b"314159 REGISTER"))
+    star = parse_datagram(
+        msg(
+            *BASIC[:-1],
+            "Contact: *",
+            start="REGISTER sip:h SIP/2.0",
+        ).replace(b"314159 INVITE", b"314159 REGISTER")
+    )
     assert isinstance(star, Request) and star.contacts == []
     validate_request(star)
     assert star.contact is None

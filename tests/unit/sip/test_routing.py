@@ -28,28 +28,52 @@ def via(text: str) -> Via:
     ("via_text", "source", "expected"),
     [
         # Unreliable, received present, no rport: received address, sent-by port.
-        ("SIP/2.0/UDP pc33.example.com:5066;received=198.51.100.7;branch=z9hG4bK1", UDP_SRC,
-         Address("UDP", "198.51.100.7", 5066)),
+        (
+            "SIP/2.0/UDP pc33.example.com:5066;received=198.51.100.7;branch=z9hG4bK1",
+            UDP_SRC,
+            Address("UDP", "198.51.100.7", 5066),
+        ),
         # ... and 5060 when the sent-by has no port.
-        ("SIP/2.0/UDP pc33.example.com;received=198.51.100.7;branch=z9hG4bK1", UDP_SRC,
-         Address("UDP", "198.51.100.7", 5060)),
+        (
+            "SIP/2.0/UDP pc33.example.com;received=198.51.100.7;branch=z9hG4bK1",
+            UDP_SRC,
+            Address("UDP", "198.51.100.7", 5060),
+        ),
         # RFC 3581 §4: rport with a value wins over the sent-by port.
-        ("SIP/2.0/UDP 10.0.0.1:5060;received=198.51.100.7;rport=40000;branch=z9hG4bK1", UDP_SRC,
-         Address("UDP", "198.51.100.7", 40000)),
+        (
+            "SIP/2.0/UDP 10.0.0.1:5060;received=198.51.100.7;rport=40000;branch=z9hG4bK1",
+            UDP_SRC,
+            Address("UDP", "198.51.100.7", 40000),
+        ),
         # No received: the sent-by itself (a name is resolved by the transport).
-        ("SIP/2.0/UDP proxy.home1.net:5062;branch=z9hG4bK1", None,
-         Address("UDP", "proxy.home1.net", 5062)),
+        (
+            "SIP/2.0/UDP proxy.home1.net:5062;branch=z9hG4bK1",
+            None,
+            Address("UDP", "proxy.home1.net", 5062),
+        ),
         # maddr (§18.2.2: the multicast case), port from sent-by or 5060.
-        ("SIP/2.0/UDP a.example.com;maddr=239.255.255.1;received=198.51.100.7;branch=z9hG4bK1",
-         UDP_SRC, Address("UDP", "239.255.255.1", 5060)),
+        (
+            "SIP/2.0/UDP a.example.com;maddr=239.255.255.1;received=198.51.100.7;branch=z9hG4bK1",
+            UDP_SRC,
+            Address("UDP", "239.255.255.1", 5060),
+        ),
         # IPv6 received in both forms (RFC 5118 §4.5), brackets dropped for sockets.
-        ("SIP/2.0/UDP [2001:db8::9:1];received=[2001:db8::9:255];branch=z9hG4bK1", None,
-         Address("UDP", "2001:db8::9:255", 5060)),
-        ("SIP/2.0/UDP [2001:db8::9:1]:5070;branch=z9hG4bK1", None,
-         Address("UDP", "2001:db8::9:1", 5070)),
+        (
+            "SIP/2.0/UDP [2001:db8::9:1];received=[2001:db8::9:255];branch=z9hG4bK1",
+            None,
+            Address("UDP", "2001:db8::9:255", 5060),
+        ),
+        (
+            "SIP/2.0/UDP [2001:db8::9:1]:5070;branch=z9hG4bK1",
+            None,
+            Address("UDP", "2001:db8::9:1", 5070),
+        ),
         # A TLS Via over UDP (RFC 4475 transports): answered over UDP at 5060, not 5061.
-        ("SIP/2.0/TLS t3.example.com;received=198.51.100.7;branch=z9hG4bK1", UDP_SRC,
-         Address("UDP", "198.51.100.7", 5060)),
+        (
+            "SIP/2.0/TLS t3.example.com;received=198.51.100.7;branch=z9hG4bK1",
+            UDP_SRC,
+            Address("UDP", "198.51.100.7", 5060),
+        ),
     ],
 )
 def test_unreliable_response_destination(
@@ -133,7 +157,9 @@ def test_stamp_received_when_sent_by_differs() -> None:
     assert msg.top_via.received == "198.51.100.7"
     # The other Vias, including the one sharing the header line, are untouched.
     assert [v.host for v in msg.vias] == [
-        "pc33.example.com", "second.example.com", "third.example.com"
+        "pc33.example.com",
+        "second.example.com",
+        "third.example.com",
     ]
     assert "second.example.com;branch=z9hG4bK2" in (msg.get("Via") or "")
 

@@ -212,9 +212,7 @@ def test_invite_client_non2xx_builds_ack_and_reacks_until_timer_d() -> None:
     events = run_until(layer, 31.0)
     assert not any(isinstance(o, TransactionTerminated) for _, o in events)
     events = run_until(layer, 40.0)
-    assert [t for t, o in events if isinstance(o, TransactionTerminated)] == [
-        pytest.approx(32.1)
-    ]
+    assert [t for t, o in events if isinstance(o, TransactionTerminated)] == [pytest.approx(32.1)]
     assert len(layer) == 0
 
 
@@ -374,9 +372,7 @@ def test_invite_server_2xx_accepted_timer_l_and_tu_retransmissions() -> None:
     # ... and the layer never retransmits the 2xx by itself.
     events = run_until(layer, 40.0)
     assert transmit_times(events) == []
-    assert [t for t, o in events if isinstance(o, TransactionTerminated)] == [
-        pytest.approx(32.0)
-    ]
+    assert [t for t, o in events if isinstance(o, TransactionTerminated)] == [pytest.approx(32.0)]
     # A non-2xx after a 2xx is refused.
     with pytest.raises(LocalProtocolError):
         layer.send_response(txn, make_response(inv, 500), 50.0)
@@ -408,9 +404,7 @@ def test_non_invite_server_retransmission_gets_last_response_then_timer_j() -> N
     # No retransmission timer on the server side; Timer J = 64*T1 over UDP.
     events = run_until(layer, 40.0)
     assert transmit_times(events) == []
-    assert [t for t, o in events if isinstance(o, TransactionTerminated)] == [
-        pytest.approx(32.3)
-    ]
+    assert [t for t, o in events if isinstance(o, TransactionTerminated)] == [pytest.approx(32.3)]
     # After J, a late retransmission is a new request for the TU.
     again = layer.receive_request(wire(bye), UAC, 41.0)
     assert kinds(again) == ["RequestReceived"]
@@ -570,8 +564,9 @@ def test_server_matching_needs_branch_sent_by_and_method() -> None:
     got = outputs_of(RequestReceived, other)
     assert len(got) == 1 and got[0].transaction is not first  # type: ignore[union-attr]
     # Same branch, other method: another transaction too.
-    assert outputs_of(RequestReceived, layer.receive_request(
-        request("INFO", branch="z9hG4bK-s"), UAC, 0.2))
+    assert outputs_of(
+        RequestReceived, layer.receive_request(request("INFO", branch="z9hG4bK-s"), UAC, 0.2)
+    )
     assert len(layer.servers) == 3
 
 

@@ -19,22 +19,37 @@ from app.sip.uri import (
 
 
 def test_full_sip_uri() -> None:
-    uri = SipUri.parse("sips:alice:secret@Example.COM:5061;transport=TCP;lr;Maddr=239.1.1.1?"
-                       "subject=project%20x&priority=urgent")
+    uri = SipUri.parse(
+        "sips:alice:secret@Example.COM:5061;transport=TCP;lr;Maddr=239.1.1.1?"
+        "subject=project%20x&priority=urgent"
+    )
     assert (uri.scheme, uri.user, uri.password, uri.host, uri.port) == (
-        "sips", "alice", "secret", "Example.COM", 5061)
+        "sips",
+        "alice",
+        "secret",
+        "Example.COM",
+        5061,
+    )
     # Parameter names are case-insensitive (lower-cased); values kept as written.
     assert uri.params == {"transport": "TCP", "lr": None, "maddr": "239.1.1.1"}
     assert uri.transport == "tcp" and uri.lr
     assert uri.headers == "subject=project%20x&priority=urgent"
-    assert str(uri) == ("sips:alice:secret@Example.COM:5061;transport=TCP;lr;maddr=239.1.1.1?"
-                        "subject=project%20x&priority=urgent")
+    assert str(uri) == (
+        "sips:alice:secret@Example.COM:5061;transport=TCP;lr;maddr=239.1.1.1?"
+        "subject=project%20x&priority=urgent"
+    )
 
 
 @pytest.mark.parametrize(
     "text",
-    ["sip:example.com", "sip:alice@192.0.2.1", "sip:+1555@gw.example.net;user=phone",
-     "sip:[2001:db8::1]:5070;transport=udp", "sip:a%40b@example.com", "SIP:alice@h"],
+    [
+        "sip:example.com",
+        "sip:alice@192.0.2.1",
+        "sip:+1555@gw.example.net;user=phone",
+        "sip:[2001:db8::1]:5070;transport=udp",
+        "sip:a%40b@example.com",
+        "SIP:alice@h",
+    ],
 )
 def test_round_trip(text: str) -> None:
     uri = SipUri.parse(text)
@@ -66,8 +81,19 @@ def test_ipv6_references() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["sip:", "sip:a@", "sip:@host", "sip:host:99999", "sip:host:x", "sip:a b@h",
-            "sip:<a>@h", "sip:h;;x", "sip:ho!st", "http//x"]
+    "bad",
+    [
+        "sip:",
+        "sip:a@",
+        "sip:@host",
+        "sip:host:99999",
+        "sip:host:x",
+        "sip:a b@h",
+        "sip:<a>@h",
+        "sip:h;;x",
+        "sip:ho!st",
+        "http//x",
+    ],
 )
 def test_bad_uris(bad: str) -> None:
     with pytest.raises(ParseError):
@@ -75,8 +101,12 @@ def test_bad_uris(bad: str) -> None:
 
 
 def test_other_schemes_stay_opaque() -> None:
-    for text in ("tel:+1-201-555-0123;phone-context=x", "urn:service:sos",
-                 "soap.beep://192.0.2.103:3002", "nobodyKnowsThisScheme:totallyopaque"):
+    for text in (
+        "tel:+1-201-555-0123;phone-context=x",
+        "urn:service:sos",
+        "soap.beep://192.0.2.103:3002",
+        "nobodyKnowsThisScheme:totallyopaque",
+    ):
         uri = parse_uri(text)
         assert isinstance(uri, AbsoluteUri) and str(uri) == text
     assert AbsoluteUri("TEL:+1").scheme == "tel"
@@ -124,8 +154,15 @@ def test_name_addr_serialization_adds_brackets_when_needed() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ['"unterminated <sip:a@h>', '"name" sip:a@h', "Bell, Alex <sip:a@h>",
-            "<sip:a@h", "<sip:a@h> junk", ""]
+    "bad",
+    [
+        '"unterminated <sip:a@h>',
+        '"name" sip:a@h',
+        "Bell, Alex <sip:a@h>",
+        "<sip:a@h",
+        "<sip:a@h> junk",
+        "",
+    ],
 )
 def test_bad_name_addrs(bad: str) -> None:
     with pytest.raises(ParseError):
