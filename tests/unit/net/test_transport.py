@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.net.transport import SipTransport
+from app.net.transport import _UDP_DRAIN_MAX, SipTransport
 from app.sip.address import Address
 from app.sip.message import Request, Response, make_response, parse_datagram
 from app.sip.routing import response_destination
@@ -120,6 +120,30 @@ async def test_udp_response_goes_back_per_rport(server: Server) -> None:
         data = await recv_udp(sock)
     resp = parse_datagram(data)
     assert isinstance(resp, Response) and resp.status == 200 and resp.to.tag == "t1"
+
+
+async def test_waiting_datagrams_are_taken_in_one_turn_of_the_loop(server: Server) -> None:
+    with udp_socket() as sock:
+        for n in range(20):  # on loopback each is in the transport's socket when sendto returns
+            sock.sendto(options(HOST, 5060, cseq=f"{n + 1} OPTIONS"), (HOST, server.transport.port))
+        turns = 0
+        while len(server.received) < 20 and turns < 100:
+            await asyncio.sleep(0)  # one turn of the event loop
+            turns += 1
+    # Turn 1 resumes this coroutine before the reader runs; turn 2 reads them all (one per
+    # turn would take 20 turns).
+    assert len(server.received) == 20 and turns <= 3, turns
+    assert [m.cseq.number for m, _ in server.received] == list(range(1, 21))
+
+
+async def test_more_datagrams_than_one_turn_takes_all_arrive_in_order(server: Server) -> None:
+    count = 2 * _UDP_DRAIN_MAX + 5
+    with udp_socket() as sock:
+        for n in range(count):
+            sock.sendto(options(HOST, 5060, cseq=f"{n + 1} OPTIONS"), (HOST, server.transport.port))
+        await server.wait_for(count)
+    assert [m.cseq.number for m, _ in server.received] == list(range(1, count + 1))
+    assert server.transport.stats["received_datagrams"] == count
 
 
 async def test_malformed_request_gets_400_naming_the_fault(server: Server) -> None:
