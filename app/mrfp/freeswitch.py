@@ -1,30 +1,33 @@
 """`FreeSwitchNode`: one FreeSWITCH (or the built-in media processor) driven over ESL.
 
 greenswitch's inbound client runs in a thread of its own, which gets its own gevent hub; the
-asyncio process is never monkey-patched (../shared/notes/greenswitch.md). The two sides meet
-in two places only:
+asyncio process is never monkey-patched (../shared/notes/greenswitch.md). greenswitch 0.0.19
+connects, authenticates and sends the commands; the stream FreeSWITCH sends back is read on
+the asyncio loop. The two sides meet in these places only:
 - asyncio -> hub: a command is handed over with the hub loop's `run_callback_threadsafe`,
-  which wakes the hub through its async watcher (no polling); a greenlet runs it.
-- hub -> asyncio: replies, events and connection changes go back with
-  `loop.call_soon_threadsafe`; all state (what the node holds, the sink) lives on the asyncio
-  side and is touched from the loop thread only.
+  which wakes the hub through its async watcher (no polling); a greenlet runs it. Every frame
+  read that is not an event (auth/request, a command's reply, the disconnect notice) goes to
+  the hub the same way, to the greenswitch call that waits for it.
+- hub -> asyncio: a new connection's socket (a duplicate of it), command results and
+  connection changes go to the loop with `loop.call_soon_threadsafe`; all state (what the
+  node holds, the sink) lives on the asyncio side and is touched from the loop thread only.
 
-greenswitch 0.0.19 connects, authenticates and sends the commands. Its receive side is
-replaced in a subclass (`_InboundESL.receive_events`), for correctness and for the CPU the
-reader thread spends on every event (FreeSWITCH sends ~100 headers per event, ~170 with
-verbose-events):
+Why the loop reads, not greenswitch:
 - greenswitch reads the frame envelope line by line through a socket file (one recv per
   buffer refill, a string concatenation per line) and parses every event fully
   (URL-decoding the whole block before splitting lines, so a value holding an encoded
   newline — an SDP in verbose events — broke into bogus headers), then hands it through a
   gevent queue to another greenlet that dispatches it. Here the socket is read in large
-  chunks, split into frames by `EslFrameReader`, and the plain events of one chunk go to a
-  single callback as raw bodies; the node drops the actions its mapper ignores, extracts only
-  the headers the mapper reads (`plain_line_value`, `MAPPED_HEADERS`) and posts the whole
-  chunk's events to asyncio at once (one `call_soon_threadsafe`, one loop wake-up).
-- a connection closed before `auth/request` left `connect()` waiting forever, and one closed
-  in the middle of a body made greenswitch's `_read_socket` spin forever: here the end of the
-  stream ends the loop, which wakes every waiter.
+  chunks, split into frames by `EslFrameReader`; of the plain events the node keeps the
+  actions its mapper reads and extracts only the headers the mapper uses
+  (`plain_line_value`, `MAPPED_HEADERS`) (FreeSWITCH sends ~100 headers per event, ~170 with
+  verbose-events).
+- on the loop an event costs no thread switch: read in the hub, each chunk of events had to
+  wake the loop (`call_soon_threadsafe`) and take the interpreter lock from it. At 600
+  conference joins/s that thread cost about 0.15 ms of CPU per join and leave (four events).
+- a connection closed before `auth/request` left greenswitch's `connect()` waiting forever,
+  and one closed in the middle of a body made its `_read_socket` spin forever: here the end
+  of the stream ends the reading, which wakes every waiter.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -103,8 +108,11 @@ class _Reply:
 class _InboundESL(gs_esl.InboundESL):  # type: ignore[misc]
     """greenswitch's client with its receive side replaced (module docstring).
 
-    `on_plain_events` gets, in the reader greenlet, the bodies of the `text/event-plain`
-    frames of one received chunk, in order.
+    greenswitch spawns `receive_events` as a greenlet when it connects. Here that greenlet asks
+    the node to read the socket on the asyncio loop (`start_reading`) and waits until the
+    loop reports the end of the stream (`stream_ended`). The loop hands back, through the hub,
+    every frame that is not an event (`_handle_frame`): auth/request, command replies, the
+    disconnect notice.
     """
 
     connected: bool
@@ -118,40 +126,17 @@ class _InboundESL(gs_esl.InboundESL):  # type: ignore[misc]
         host: str,
         port: int,
         password: str,
-        on_plain_events: Callable[[list[bytes]], None],
+        start_reading: Callable[[_InboundESL], None],
         timeout: float = 5.0,
     ) -> None:
         super().__init__(host, port, password, timeout=timeout)
-        self._on_plain_events = on_plain_events
+        self._start_reading = start_reading
+        self._stream_end = gevent.event.Event()
 
     def receive_events(self) -> None:
-        reader = EslFrameReader()
-        # gevent's socket: recv waits on the hub (no timeout: sock.settimeout(None) after
-        # connect), so this greenlet sleeps until FreeSWITCH sends something.
-        recv = self.sock.recv
-        on_events = self._on_plain_events
         try:
-            while self._run:
-                data = recv(_RECV_SIZE)
-                if not data:
-                    if reader.buffered:
-                        log.debug("ESL connection closed inside a frame")
-                    break
-                events: list[bytes] = []
-                for headers, body in reader.feed(data):
-                    if headers.get("Content-Type") == EVENT_PLAIN:
-                        events.append(body)
-                        continue
-                    if events:  # keep the order: events before a reply are handed over first
-                        on_events(events)
-                        events = []
-                    self._handle_frame(headers, body)
-                if events:
-                    on_events(events)
-        except OSError as exc:  # the connection reset or broken: the node reconnects
-            log.debug("ESL receive loop ended: %s", type(exc).__name__)
-        except Exception:  # a stream that is not ESL, or a fault here: the same, but visible
-            log.warning("ESL receive loop failed; dropping the connection", exc_info=True)
+            self._start_reading(self)
+            self._stream_end.wait()
         finally:
             self.connected = False
             self._run = False
@@ -185,10 +170,21 @@ class _InboundESL(gs_esl.InboundESL):  # type: ignore[misc]
             # Only plain events are subscribed to; json/xml events or logs are not expected.
             log.debug("ESL frame of type %r ignored", ctype)
 
+    def stream_ended(self) -> None:
+        """In the hub: the loop read the end of the stream (or gave up on it)."""
+        self._stream_end.set()
+
     def close(self) -> None:
         """Drop the connection without the `exit` round trip greenswitch's stop() waits for."""
         self._run = False
         self.connected = False
+        sock = getattr(self, "sock", None)
+        if sock is not None:
+            # The loop reads a duplicate of this socket: shutting the connection down ends
+            # that reader too (closing one descriptor would not).
+            with contextlib.suppress(Exception):
+                sock.shutdown(socket.SHUT_RDWR)
+        self._stream_end.set()
         for attr in ("sock", "sock_file"):
             obj = getattr(self, attr, None)
             if obj is not None:
@@ -245,6 +241,7 @@ class FreeSwitchNode:
         self._hub_ready = threading.Event()
         self._supervisor: Any = None
         self._esl: _InboundESL | None = None
+        self._stream: _Stream | None = None  # loop side: the connection being read
         self._stopping = False
         # Figures for tests and metrics.
         self.connect_attempts = 0
@@ -287,6 +284,7 @@ class FreeSwitchNode:
         await asyncio.to_thread(thread.join, 10.0)
         self._thread = None
         self._hub_ready.clear()
+        self._close_stream()
         if self._connected:
             self._set_connected(False)
 
@@ -384,7 +382,7 @@ class FreeSwitchNode:
             log.exception("%s: event sink raised on %r", self.name, event)
 
     def _on_esl_events(self, batch: list[dict[str, str]]) -> None:
-        """The maintenance events of one chunk read by the hub, in order."""
+        """The maintenance events of one received chunk, in order."""
         map_event = self._mapper.map
         for headers in batch:
             for event in map_event(headers):
@@ -492,7 +490,7 @@ class FreeSwitchNode:
             self.host,
             self.port,
             self._password,
-            self._hub_on_plain_events,
+            self._hub_start_reading,
             timeout=self.connect_timeout,
         )
         try:
@@ -517,12 +515,101 @@ class FreeSwitchNode:
         esl.close()
         return None
 
-    def _hub_on_plain_events(self, bodies: list[bytes]) -> None:
-        """In the hub: the events of one received chunk go to the loop in one post, each
-        reduced to the headers the mapper reads for its action (`MAPPED_HEADERS`), found
-        line by line without parsing the ~100 others. An action the mapper ignores
-        (`floor-change`, one per join and leave) is dropped here. greenswitch dispatched
-        CUSTOM events by subclass; only `conference::maintenance` is handled."""
+    # ------------------------------------------------------------------ the ESL stream, on the loop
+
+    def _hub_start_reading(self, esl: _InboundESL) -> None:
+        """In the hub, as greenswitch opens the connection: from now on the asyncio loop reads
+        it, from a duplicate of the socket made here (the hub's own may close any time)."""
+        fd = os.dup(esl.sock.fileno())
+        loop = self._loop
+        try:
+            if loop is None or loop.is_closed():
+                raise RuntimeError("no event loop")
+            loop.call_soon_threadsafe(self._open_stream, esl, fd)
+        except RuntimeError:  # the loop is gone: nobody will read
+            os.close(fd)
+            esl.stream_ended()
+
+    def _open_stream(self, esl: _InboundESL, fd: int) -> None:
+        self._close_stream()  # a previous connection's, if its end was not read
+        loop = self._loop
+        assert loop is not None
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(False)
+        stream = _Stream(esl, sock, EslFrameReader())
+        self._stream = stream
+        loop.add_reader(fd, self._on_stream_readable, stream)
+
+    def _on_stream_readable(self, stream: _Stream) -> None:
+        """Read what FreeSWITCH sent. The plain events are handled here, at once; every other
+        frame goes to the hub, to the command that waits for it (in stream order: the
+        events before a reply are handled before the command sees its reply)."""
+        try:
+            data = stream.sock.recv(_RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # the connection reset or broken: the node reconnects
+            log.debug("ESL receive loop ended: %s", type(exc).__name__)
+            self._end_stream(stream)
+            return
+        if not data:
+            if stream.reader.buffered:
+                log.debug("ESL connection closed inside a frame")
+            self._end_stream(stream)
+            return
+        try:
+            events: list[bytes] = []
+            for headers, body in stream.reader.feed(data):
+                if headers.get("Content-Type") == EVENT_PLAIN:
+                    events.append(body)
+                    continue
+                if events:
+                    self._on_plain_events(events)
+                    events = []
+                self._hub_call(self._hub_frame, stream.esl, headers, body)
+            if events:
+                self._on_plain_events(events)
+        except Exception:  # a stream that is not ESL, or a fault here: visible, then reconnect
+            log.warning("ESL receive loop failed; dropping the connection", exc_info=True)
+            self._end_stream(stream)
+
+    def _end_stream(self, stream: _Stream) -> None:
+        """The loop stops reading `stream`; the hub learns that its connection is over."""
+        if self._stream is stream:
+            self._close_stream()
+        self._hub_call(stream.esl.stream_ended)
+
+    def _close_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.remove_reader(stream.sock.fileno())
+        stream.sock.close()
+
+    def _hub_call(self, func: Callable[..., None], *args: Any) -> None:
+        """From the loop: run func(*args) in the hub."""
+        hub_loop = self._hub_loop
+        if hub_loop is None:
+            return
+        with contextlib.suppress(Exception):  # the hub stopped meanwhile
+            hub_loop.run_callback_threadsafe(func, *args)
+
+    @staticmethod
+    def _hub_frame(esl: _InboundESL, headers: dict[str, str], body: bytes) -> None:
+        try:
+            esl._handle_frame(headers, body)
+        except Exception:  # a reply nobody asked for, and the like
+            log.warning("ESL receive loop failed; dropping the connection", exc_info=True)
+            esl.close()
+
+    def _on_plain_events(self, bodies: list[bytes]) -> None:
+        """The events of one received chunk, each reduced to the headers the mapper reads for
+        its action (`MAPPED_HEADERS`), found line by line without parsing the ~100 others. An
+        action the mapper ignores (`floor-change`, one per join and leave) is dropped here.
+        greenswitch dispatched CUSTOM events by subclass; only `conference::maintenance` is
+        handled."""
         batch: list[dict[str, str]] = []
         for body in bodies:
             action = plain_line_value(body, "Action")
@@ -539,7 +626,17 @@ class FreeSwitchNode:
                     headers[name] = value
             batch.append(headers)
         if batch:
-            self._post(self._on_esl_events, batch)
+            self._on_esl_events(batch)
+
+
+@dataclass(eq=False, slots=True)
+class _Stream:
+    """The ESL connection as the loop reads it: whose it is, the duplicate socket, the frames
+    cut so far."""
+
+    esl: _InboundESL
+    sock: socket.socket
+    reader: EslFrameReader
 
 
 def _resolve(future: asyncio.Future[str], result: str | BaseException) -> None:
