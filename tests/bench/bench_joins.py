@@ -5,9 +5,9 @@
    flow (INVITE with preconditions, reliable 183, PRACK, UPDATE with QoS met, 200, ACK), then
    BYE. Prints joins/s achieved, p50/p99 INVITE-to-200 latency (SIPp's `-trace_rtt`), and the
    MRFC-AS process's own CPU time per join (utime+stime from /proc/<pid>/stat before/after):
-   every thread of the process (the event loop; the database writer, which writes changes
-   behind in batches, and the ESL reader of the media processor's events), the join and the
-   leave, divided by the joins completed. The media processor and SIPp are not counted.
+   every thread of the process (the event loop, which also reads the media processor's ESL
+   events; the database writer, which writes changes behind in batches; the ESL client's hub,
+   which sends commands), the join and the leave, divided by the joins completed. The media processor and SIPp are not counted.
 2. Capacity of one core: the same, with the MRFC-AS (all its threads) on a CPU of its own and
    the media processor and SIPp on the others, at rates that fill that CPU. Prints the MRFC-AS's
    CPU per join + leave there, how busy its CPU was, and what that makes per core; then, at the
@@ -205,7 +205,7 @@ def run_rate(
     if mid is None:
         return head + (
             f"MRFC-AS CPU {total:.2f} ms per join (join + leave, all threads; event loop "
-            f"{loop:.2f} ms, database writer + ESL reader {total - loop:.2f} ms; garbage "
+            f"{loop:.2f} ms, other threads (database writer) {total - loop:.2f} ms; garbage "
             f"collector {gc_ms:.2f} ms){tail}"
         )
     join_total, join_loop = per_join(cpu0, mid[0])
