@@ -7,7 +7,8 @@
    MRFC-AS process's own CPU time per join (utime+stime from /proc/<pid>/stat before/after):
    every thread of the process (the event loop, which also reads the media processor's ESL
    events; the database writer, which writes changes behind in batches; the ESL client's hub,
-   which sends commands), the join and the leave, divided by the joins completed. The media processor and SIPp are not counted.
+   which sends commands), the join and the leave, divided by the joins completed. The media
+   processor and SIPp are not counted.
 2. Capacity of one core: the same, with the MRFC-AS (all its threads) on a CPU of its own and
    the media processor and SIPp on the others, at rates that fill that CPU. Prints the MRFC-AS's
    CPU per join + leave there, how busy its CPU was, and what that makes per core; then, at the
