@@ -26,6 +26,7 @@ logged and counted, and the transport keeps running.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import secrets
@@ -65,6 +66,8 @@ _UDP_DRAIN_MAX = 32
 # No UDP payload is larger (IPv4 65,507; IPv6 65,527 without jumbograms), so nothing is cut;
 # a message over the configured maximum is still refused by the parser.
 _UDP_READ_SIZE = 65536
+# Binds tried when port 0 asks for any port and the port UDP got is taken for TCP.
+_ANY_PORT_TRIES = 20
 
 
 @dataclass(eq=False)
@@ -135,6 +138,28 @@ class SipTransport:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
+        # Port 0 asks for any port: UDP gets one from the kernel and TCP takes the same
+        # number, which a TCP socket may already hold. Then both try again with another.
+        any_port = self.port == 0 and self._udp_enabled and self._tcp_enabled
+        tries = _ANY_PORT_TRIES if any_port else 1
+        for attempt in range(1, tries + 1):
+            try:
+                await self._listen(loop)
+                break
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or attempt == tries:
+                    raise
+                log.debug("TCP port %d taken; another port for UDP and TCP", self.port)
+                self.port = 0
+        log.info(
+            "SIP transport listening on %s:%d (udp=%s tcp=%s)",
+            self.host,
+            self.port,
+            self._udp_enabled,
+            self._tcp_enabled,
+        )
+
+    async def _listen(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._udp_enabled:
             sock = await self._bind_udp(loop)
             udp, _ = await loop.create_datagram_endpoint(
@@ -156,13 +181,6 @@ class SipTransport:
                 raise
             if not self._udp_enabled:
                 self.port = int(self._server.sockets[0].getsockname()[1])
-        log.info(
-            "SIP transport listening on %s:%d (udp=%s tcp=%s)",
-            self.host,
-            self.port,
-            self._udp_enabled,
-            self._tcp_enabled,
-        )
 
     async def _bind_udp(self, loop: asyncio.AbstractEventLoop) -> socket.socket:
         """The UDP socket, made here (as create_datagram_endpoint would from local_addr) so

@@ -146,6 +146,52 @@ async def test_more_datagrams_than_one_turn_takes_all_arrive_in_order(server: Se
     assert server.transport.stats["received_datagrams"] == count
 
 
+def _udp_bound_to(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    sock.bind((HOST, port))
+    return sock
+
+
+async def test_any_port_tries_another_when_tcp_holds_the_one_udp_got(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    taken = free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+        tcp.bind((HOST, taken))
+        tcp.listen()
+        transport = SipTransport(HOST, 0)
+        real = transport._bind_udp
+        calls: list[int] = []
+
+        async def first_gets_the_taken_port(loop: asyncio.AbstractEventLoop) -> socket.socket:
+            calls.append(transport.port)
+            # The kernel's first pick happens to be a port a TCP socket holds.
+            return _udp_bound_to(taken) if len(calls) == 1 else await real(loop)
+
+        monkeypatch.setattr(transport, "_bind_udp", first_gets_the_taken_port)
+        await transport.start()
+        try:
+            assert len(calls) == 2 and calls[1] == 0  # the second try asked for any port again
+            assert transport.port not in (0, taken)
+            assert transport._udp is not None and transport._server is not None
+            tcp_port = transport._server.sockets[0].getsockname()[1]
+            assert transport._udp.get_extra_info("sockname")[1] == tcp_port == transport.port
+        finally:
+            await transport.stop()
+
+
+async def test_a_fixed_port_held_for_tcp_is_an_error_not_another_port() -> None:
+    taken = free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+        tcp.bind((HOST, taken))
+        tcp.listen()
+        transport = SipTransport(HOST, taken)
+        with pytest.raises(OSError):
+            await transport.start()
+        assert transport._udp is None and transport.port == taken
+
+
 async def test_malformed_request_gets_400_naming_the_fault(server: Server) -> None:
     with udp_socket() as sock:
         sock.sendto(options(HOST, 9, cseq="x OPTIONS"), (HOST, server.transport.port))
