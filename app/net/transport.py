@@ -17,7 +17,7 @@ of a received request) from `app.sip.routing`. What it adds is the I/O:
 - under load, the datagrams waiting in the UDP socket are taken in one turn of the event loop
   (up to `_UDP_DRAIN_MAX` after the one that woke it), not one per turn: each turn costs an
   `epoll_wait` and the loop's bookkeeping. At 600 conference joins/s that was 7-10% of the
-  MRFC-AS's CPU per join.
+  MRFC-AS's CPU per join and leave.
 
 Nothing raises out of a receive path: an exception in the parser or in `on_message` is
 logged and counted, and the transport keeps running.
